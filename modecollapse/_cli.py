@@ -1,0 +1,147 @@
+"""Command-line interface: `modecollapse run` and `modecollapse compare`."""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ._config import ConfigError, Experiment, load_experiment
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2, no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    print(f"modecollapse: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _check_out(path: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"`--out`: {path!r} exists and is not a directory.")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"`--out`: the parent folder {parent!r} does not exist.")
+
+
+def _write_outputs(out: str, files: dict[str, bytes]) -> None:
+    """Write every file atomically (temporary name, then rename); everything is rendered first."""
+    os.makedirs(out, exist_ok=True)
+    for name, data in files.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, os.path.join(out, name))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def _json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1) + "\n").encode()
+
+
+def _parse_dims(text: str) -> list[int]:
+    try:
+        dims = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"`--dims`: expected comma-separated integers, got {text!r}.") from None
+    if not dims or any(d < 1 for d in dims):
+        raise ConfigError(f"`--dims`: every dimension must be >= 1, got {text!r}.")
+    return sorted(set(dims))
+
+
+def _progress(args) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
+def _cmd_run(args) -> None:
+    exp = load_experiment(args.config)
+    _check_out(args.out)
+    from ._run import run_experiment  # heavy imports (jax) only after validation of the file
+
+    result, figure = run_experiment(exp, progress=_progress(args))
+    _write_outputs(args.out, {"result.json": _json(result), "overlaps.png": figure})
+    print(f"wrote {os.path.join(args.out, 'result.json')} and overlaps.png")
+
+
+def _cmd_compare(args) -> None:
+    exp: Experiment = load_experiment(args.config)
+    dims = _parse_dims(args.dims)
+    _check_out(args.out)
+    from ._run import compare_experiment
+
+    report, figure = compare_experiment(exp, dims, progress=_progress(args))
+    _write_outputs(args.out, {"compare.json": _json(report), "compare.png": figure})
+    print(f"wrote {os.path.join(args.out, 'compare.json')} and compare.png")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="modecollapse",
+        description="Variational inference on Gaussian-mixture targets: the full d-dimensional "
+        "reverse-KL gradient flow, its exact summary-statistic ODE, and mode collapse.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, config_help: str) -> None:
+        p.add_argument("--config", metavar="FILE", help=config_help)
+        p.add_argument("--out", metavar="DIR", required=True, help="output folder (created)")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="show progress bars (default: only on a terminal)")
+        g.add_argument("--no-progress", dest="progress", action="store_false")
+
+    run = sub.add_parser(
+        "run",
+        help="solve one experiment: theory ODE and (optionally) the full flow",
+        description="Solve an experiment with the summary-statistic ODE and, if "
+        "[simulation] full = true, the full d-dimensional flow. Writes DIR/result.json and "
+        "DIR/overlaps.png.",
+    )
+    common(run, "experiment TOML file (default: the built-in bimodal experiment)")
+    run.set_defaults(func=_cmd_run)
+
+    compare = sub.add_parser(
+        "compare",
+        help="full flow against theory at several dimensions",
+        description="Run the full flow and the theory from the same initial state at each d; "
+        "print a table (wall times, max abs difference per statistic) and write "
+        "DIR/compare.json and DIR/compare.png.",
+    )
+    common(compare, "experiment TOML file (default: the built-in bimodal experiment)")
+    compare.add_argument("--dims", default="8,64,512,4096", metavar="D1,D2,...",
+                         help="comma-separated dimensions (default: 8,64,512,4096)")
+    compare.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `modecollapse` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was written.", 130)
+    except Exception as e:  # numerical failures and anything unexpected: one line, no traceback
+        from ._experiment import NumericalFailure
+
+        if isinstance(e, NumericalFailure):
+            exp = load_experiment(args.config)
+            _fail(f"numerical failure: {e} Nothing was written. Config: "
+                  f"{json.dumps(exp.to_dict(), separators=(',', ':'))}", 1)
+        if os.environ.get("MODECOLLAPSE_DEBUG"):
+            raise
+        _fail(f"{type(e).__name__}: {e} (set MODECOLLAPSE_DEBUG=1 for a traceback)", 1)

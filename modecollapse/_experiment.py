@@ -1,0 +1,244 @@
+"""From a validated `Experiment` to models, solves and the result record."""
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from ._config import ConfigError, Experiment
+from ._flow import LearningRates, solve_full
+from ._mixtures import GaussianMixture, IsotropicMixture
+from ._objective import AbstractEstimator, ExactEstimator, FixedParticles, FreshParticles
+from ._schedules import (
+    AbstractSchedule,
+    ExponentialSchedule,
+    GeometricSchedule,
+    LinearSchedule,
+    NoAnnealing,
+)
+from ._solve import SolverOptions
+from ._summary import GramState, TargetStatistics, Trajectory
+from ._theory import solve_theory
+
+_PSD_TOL = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything both routes need, built from an experiment at its `dim`."""
+
+    experiment: Experiment
+    target: GaussianMixture
+    family: IsotropicMixture
+    schedule: AbstractSchedule
+    rates: LearningRates
+    estimator: AbstractEstimator
+    ts: jax.Array
+
+
+def _psd_factor(G: np.ndarray, key: str) -> np.ndarray:
+    """X with X Xᵀ = G and as many columns as rank(G); ConfigError if G is not PSD."""
+    G = np.asarray(G, dtype=np.float64)
+    if not np.allclose(G, G.T, rtol=0, atol=_PSD_TOL * max(1.0, np.abs(G).max())):
+        raise ConfigError(f"`{key}`: the Gram matrix must be symmetric.")
+    lam, V = np.linalg.eigh(0.5 * (G + G.T))
+    tol = _PSD_TOL * max(1.0, np.abs(lam).max())
+    if lam.min() < -tol:
+        raise ConfigError(
+            f"`{key}`: the Gram matrix is not positive semi-definite "
+            f"(smallest eigenvalue {lam.min():.3g})."
+        )
+    keep = lam > tol
+    return V[:, keep] * np.sqrt(lam[keep])
+
+
+def _orthonormal_complement(P: np.ndarray, count: int, dim: int) -> np.ndarray:
+    """`count` orthonormal vectors of R^dim orthogonal to the rows of P (orthonormal)."""
+    basis = [row for row in P]
+    out = []
+    i = 0
+    while len(out) < count:
+        e = np.zeros(dim)
+        e[i] = 1.0
+        for b in basis:
+            e -= (b @ e) * b
+        norm = np.linalg.norm(e)
+        if norm > 1e-6:
+            e /= norm
+            basis.append(e)
+            out.append(e)
+        i += 1
+    return np.array(out).reshape(count, dim)
+
+
+def _target_means(exp: Experiment, key: jax.Array) -> np.ndarray:
+    d, spec = exp.dim, exp.target.means
+    J = len(exp.target.weights)
+    if spec["kind"] == "antipodal":
+        U = np.zeros((2, d))
+        U[0, 0], U[1, 0] = spec["norm"], -spec["norm"]
+        return U
+    if spec["kind"] == "orthogonal":
+        if d < J:
+            raise ConfigError(f"`dim`: orthogonal target means need dim >= {J}, got {d}.")
+        U = np.zeros((J, d))
+        U[np.arange(J), np.arange(J)] = spec["norms"]
+        return U
+    if spec["kind"] == "gram":
+        X = _psd_factor(np.array(spec["T"]), "target.means.T")
+        r = X.shape[1]
+        if d < r:
+            raise ConfigError(f"`dim`: the target Gram matrix has rank {r}, more than dim = {d}.")
+        # Rotate the factor to lower-triangular form: μ_1 ∝ e_1, μ_2 in span(e_1, e_2), ...
+        U = np.zeros((J, d))
+        if r:
+            _, upper = np.linalg.qr(X.T)
+            U[:, :r] = upper.T
+        return U
+    g = np.asarray(jr.normal(key, (J, d)))
+    return spec["norm"] * g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def _initial_means(exp: Experiment, U: np.ndarray, key: jax.Array) -> np.ndarray:
+    d, init = exp.dim, exp.variational.init
+    K = exp.variational.components
+    if init["kind"] == "random":
+        return init["norm"] * np.asarray(jr.normal(key, (K, d))) / np.sqrt(d)
+    R, Q = np.array(init["R"], dtype=float), np.array(init["Q"], dtype=float)
+    T = U @ U.T
+    _psd_factor(np.block([[T, R.T], [R, Q]]), "variational.init")
+    # m_k = α_k P + β_k E: P spans the target means, E is orthogonal to them (docs, §5).
+    _, S, Vt = np.linalg.svd(U, full_matrices=False)
+    P = Vt[S > 1e-12 * max(1.0, S.max(initial=0.0))]
+    C = U @ P.T
+    alpha = R @ C @ np.linalg.pinv(C.T @ C) if P.shape[0] else np.zeros((K, 0))
+    beta = _psd_factor(Q - alpha @ alpha.T, "variational.init.Q")
+    need = P.shape[0] + beta.shape[1]
+    if d < need:
+        raise ConfigError(f"`dim`: the initial overlaps need dim >= {need}, got {d}.")
+    E = _orthonormal_complement(P, beta.shape[1], d)
+    return alpha @ P + beta @ E
+
+
+def _schedule(exp: Experiment) -> AbstractSchedule:
+    a = exp.annealing
+    if a.kind == "none":
+        return NoAnnealing()
+    if a.kind == "linear":
+        return LinearSchedule(a.beta0, a.duration)
+    if a.kind == "geometric":
+        return GeometricSchedule(a.beta0, a.duration)
+    return ExponentialSchedule(a.beta0, a.rate)
+
+
+def build_problem(exp: Experiment) -> Problem:
+    """Build the target, the initial family, the schedule and the estimator of an experiment.
+
+    Raises `ConfigError` for what only shows once the vectors are built (a non-PSD Gram, a
+    dimension below the rank the initial state needs).
+
+    **Arguments:**
+
+    - `exp`: a validated experiment.
+
+    **Returns:** a `Problem`.
+
+    **Example:**
+    ```python
+    problem = build_problem(load_experiment(None))
+    problem.family.means.shape  # (2, 64)
+    ```
+    """
+    k_target, k_init, k_particles = jr.split(jr.key(exp.seed), 3)
+    U = _target_means(exp, k_target)
+    M = _initial_means(exp, U, k_init)
+    target = GaussianMixture(jnp.asarray(U), jnp.asarray(exp.target.weights), exp.target.scale)
+    v = exp.variational
+    family = IsotropicMixture(jnp.asarray(M), jnp.log(jnp.asarray(v.weights)), np.log(v.scale))
+    sim = exp.simulation
+    K = v.components
+    if sim.estimator == "exact":
+        estimator: AbstractEstimator = ExactEstimator()
+    elif sim.estimator == "mc-fixed":
+        estimator = FixedParticles.draw(k_particles, sim.particles, K, exp.dim)
+    else:
+        estimator = FreshParticles(k_particles, sim.particles, sim.step)
+    rates = LearningRates(**v.learning_rates)
+    ts = jnp.linspace(0.0, exp.t_end, exp.save_points)
+    return Problem(exp, target, family, _schedule(exp), rates, estimator, ts)
+
+
+def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:
+    s = exp.simulation
+    return SolverOptions(s.solver, s.rtol, s.atol, s.max_steps, progress)
+
+
+class NumericalFailure(RuntimeError):
+    """A solve failed (max steps, NaN); the message is one line and names the route."""
+
+
+def _checked(traj: Trajectory, route: str, exp: Experiment) -> Trajectory:
+    failure = traj.failure()
+    if failure is not None:
+        raise NumericalFailure(f"the {route} solve failed at dim = {exp.dim}: {failure}")
+    return traj
+
+
+def _timed(fn, *args, **kwargs) -> tuple[Any, dict[str, float]]:
+    """Compile ahead of time, then solve: the two wall times are reported separately."""
+    start = time.perf_counter()
+    compiled = fn.lower(*args, **kwargs).compile()
+    mid = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args, **kwargs))
+    return out, {"compile": mid - start, "solve": time.perf_counter() - mid}
+
+
+def run_theory(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict[str, float]]:
+    """Solve the theory ODE; returns the trajectory and wall seconds {compile, solve}."""
+    exp = problem.experiment
+    traj, seconds = _timed(
+        solve_theory,
+        GramState.from_models(problem.family, problem.target),
+        TargetStatistics.from_target(problem.target),
+        problem.schedule,
+        problem.ts,
+        dim=exp.dim,
+        rates=problem.rates,
+        options=solver_options(exp, progress),
+    )
+    return _checked(traj, "theory", exp), seconds
+
+
+def run_full(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict[str, float]]:
+    """Solve the full d-dimensional flow; returns the trajectory and wall seconds."""
+    exp = problem.experiment
+    traj, seconds = _timed(
+        solve_full,
+        problem.family,
+        problem.target,
+        problem.schedule,
+        problem.ts,
+        rates=problem.rates,
+        estimator=problem.estimator,
+        options=solver_options(exp, progress),
+    )
+    return _checked(traj, "full-flow", exp), seconds
+
+
+STATISTICS = ("R", "Q", "weights", "scale", "objective")
+
+
+def max_abs_diff(a: Trajectory, b: Trajectory) -> dict[str, float]:
+    """Sup over time and entries of |a − b| for each saved statistic."""
+    return {k: float(jnp.max(jnp.abs(getattr(a, k) - getattr(b, k)))) for k in STATISTICS}
+
+
+def trajectory_record(traj: Trajectory | None) -> dict[str, Any] | None:
+    """The JSON form of a trajectory (raw dot products, not normalised)."""
+    if traj is None:
+        return None
+    return {k: np.asarray(getattr(traj, k)).tolist() for k in STATISTICS}

@@ -1,0 +1,114 @@
+"""Figures: theory lines against full-flow markers."""
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_THEORY = dict(lw=1.8, alpha=0.9)
+_FULL = dict(ls="none", marker="o", ms=3.5, mfc="none")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _series(ax, ts, theory, full, label_fn, title, colors=None):
+    theory = np.asarray(theory).reshape(len(ts), -1)
+    full_arr = None if full is None else np.asarray(full).reshape(len(ts), -1)
+    for i in range(theory.shape[1]):
+        c = f"C{i}" if colors is None else colors[i]
+        ax.plot(ts, theory[:, i], color=c, label=label_fn(i), **_THEORY)
+        if full_arr is not None:
+            ax.plot(ts, full_arr[:, i], color=c, **_FULL)
+    ax.set_title(title)
+    ax.set_xlabel("t")
+    ax.grid(alpha=0.3)
+
+
+def _index_labels(prefix: str, shape: tuple[int, ...]):
+    idx = list(np.ndindex(*shape))
+    return lambda i: prefix + "".join(str(j + 1) for j in idx[i])
+
+
+def overlaps_figure(result: dict[str, Any]) -> bytes:
+    """overlaps.png of `modecollapse run`: R, Q, weights, scale, F and β over time."""
+    ts = np.asarray(result["times"])
+    th, fu = result["theory"], result["full"]
+    R = np.asarray(th["R"])
+    Q = np.asarray(th["Q"])
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    get = lambda k: None if fu is None else fu[k]  # noqa: E731
+    _series(axes[0, 0], ts, R, get("R"), _index_labels("R", R.shape[1:]), "overlaps R = M Uᵀ")
+    _series(axes[0, 1], ts, Q, get("Q"), _index_labels("Q", Q.shape[1:]), "overlaps Q = M Mᵀ")
+    _series(axes[0, 2], ts, th["weights"], get("weights"), lambda i: f"w{i + 1}", "weights w")
+    _series(axes[1, 0], ts, th["scale"], get("scale"), lambda i: "s", "scale s")
+    _series(axes[1, 1], ts, th["objective"], get("objective"), lambda i: "F", "objective F(θ; β(t))")
+    axes[1, 2].plot(ts, result["beta"], color="k")
+    axes[1, 2].set_title("inverse temperature β(t)")
+    axes[1, 2].set_xlabel("t")
+    axes[1, 2].grid(alpha=0.3)
+    for ax in axes.flat[:3]:
+        ax.legend(fontsize=7, ncol=2)
+    d = result["config"]["dim"]
+    note = "lines: theory ODE; circles: full d-dimensional flow" if fu is not None else "theory ODE"
+    fig.suptitle(f"modecollapse run, d = {d} ({note})")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def compare_figure(report: dict[str, Any]) -> bytes:
+    """compare.png: trajectories at the largest d, agreement and cost against d."""
+    rows = report["rows"]
+    dims = np.array([r["dim"] for r in rows])
+    ts = np.asarray(report["times"])
+    big = rows[-1]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    th, fu = big["theory"], big["full"]
+    R = np.asarray(th["R"])
+    _series(axes[0, 0], ts, R, fu["R"], _index_labels("R", R.shape[1:]), f"R(t) at d = {big['dim']}")
+    _series(axes[0, 1], ts, th["weights"], fu["weights"], lambda i: f"w{i + 1}",
+            f"weights at d = {big['dim']}")
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(rows):
+        c = cmap(i / max(1, len(rows) - 1))
+        axes[0, 2].plot(ts, r["theory"]["scale"], color=c, label=f"d = {r['dim']}", **_THEORY)
+        axes[0, 2].plot(ts, r["full"]["scale"], color=c, **_FULL)
+    axes[0, 2].set_title("scale s(t), every d")
+    axes[0, 2].set_xlabel("t")
+    axes[0, 2].grid(alpha=0.3)
+    for ax in axes[0]:
+        ax.legend(fontsize=7, ncol=2)
+    for k, name in enumerate(["R", "Q", "weights", "scale", "objective"]):
+        vals = np.array([max(r["max_abs_diff"][name], 1e-18) for r in rows])
+        axes[1, 0].loglog(dims, vals, marker="o", color=f"C{k}", label=name)
+    axes[1, 0].set_title("max |full − theory| over the trajectory")
+    axes[1, 0].set_xlabel("d")
+    axes[1, 0].legend(fontsize=7)
+    axes[1, 0].grid(alpha=0.3, which="both")
+    for route, marker in (("theory", "s"), ("full", "o")):
+        axes[1, 1].loglog(dims, [r["wall_seconds"][route] for r in rows], marker=marker, label=route)
+    axes[1, 1].set_title("solve wall time [s] (compile excluded)")
+    axes[1, 1].set_xlabel("d")
+    axes[1, 1].legend(fontsize=7)
+    axes[1, 1].grid(alpha=0.3, which="both")
+    for i, r in enumerate(rows):
+        c = cmap(i / max(1, len(rows) - 1))
+        d = r["dim"]
+        axes[1, 2].plot(ts, np.asarray(r["theory"]["objective"]) / d, color=c, label=f"d = {d}",
+                        **_THEORY)
+        axes[1, 2].plot(ts, np.asarray(r["full"]["objective"]) / d, color=c, **_FULL)
+    axes[1, 2].set_title("objective per dimension F(θ; β(t))/d, every d")
+    axes[1, 2].set_xlabel("t")
+    axes[1, 2].legend(fontsize=7)
+    axes[1, 2].grid(alpha=0.3)
+    fig.suptitle("full d-dimensional flow (circles) against the summary-statistic ODE (lines)")
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,95 @@
+"""The one place where diffrax is called: both routes integrate through `integrate`."""
+
+from collections.abc import Callable
+from typing import Any
+
+import diffrax as dfx
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+_SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
+    "tsit5": dfx.Tsit5,
+    "dopri5": dfx.Dopri5,
+    "dopri8": dfx.Dopri8,
+    "heun": dfx.Heun,
+    "kvaerno5": dfx.Kvaerno5,
+}
+SOLVER_NAMES = tuple(_SOLVERS)
+
+
+class SolverOptions(eqx.Module):
+    """How to integrate: an adaptive solver by name with tolerances, or fixed Euler steps.
+
+    **Arguments:**
+
+    - `solver`: one of "tsit5" (default), "dopri5", "dopri8", "heun", "kvaerno5" (implicit, for
+      stiff scale dynamics at large d and η_s).
+    - `rtol`, `atol`: tolerances of the PID step-size controller.
+    - `max_steps`: the solve fails (reported, never silent) beyond this many steps.
+    - `progress`: show a tqdm progress bar.
+
+    **Example:**
+    ```python
+    opts = SolverOptions(solver="tsit5", rtol=1e-8, atol=1e-10)
+    ```
+    """
+
+    solver: str = eqx.field(static=True, default="tsit5")
+    rtol: float = eqx.field(static=True, default=1e-7)
+    atol: float = eqx.field(static=True, default=1e-9)
+    max_steps: int = eqx.field(static=True, default=100_000)
+    progress: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"`solver` must be one of {', '.join(_SOLVERS)}, got {self.solver!r}.")
+
+
+def integrate(
+    vector_field: Callable[[Any, Any, Any], Any],
+    y0: Any,
+    args: Any,
+    ts: Float[Array, " t"],
+    options: SolverOptions,
+    save: Callable[[Any, Any, Any], Any],
+    *,
+    fixed_step: float | None = None,
+    breakpoints: tuple[float, ...] = (),
+) -> dfx.Solution:
+    """Integrate dy/dt = vector_field(t, y, args) over [ts[0], ts[-1]].
+
+    Saves `save(t, y, args)` at `ts` (first sub-save) and y at the final time (second sub-save).
+    With `fixed_step`, uses explicit Euler with that step (the SGD route); otherwise the adaptive
+    solver of `options`, stepping exactly onto the kinks `breakpoints` of the schedule. Never raises on a
+    failed solve: check `solution.result`.
+    """
+    if fixed_step is not None:
+        solver: dfx.AbstractSolver = dfx.Euler()
+        controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize()
+        dt0 = fixed_step
+    else:
+        solver = _SOLVERS[options.solver]()
+        jumps = [b for b in breakpoints if b > 0]
+        controller = dfx.PIDController(
+            rtol=options.rtol,
+            atol=options.atol,
+            jump_ts=jnp.asarray(jumps) if jumps else None,
+        )
+        dt0 = None
+    saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save), dfx.SubSaveAt(t1=True)])
+    meter = dfx.TqdmProgressMeter() if options.progress else dfx.NoProgressMeter()
+    return dfx.diffeqsolve(
+        dfx.ODETerm(vector_field),
+        solver,
+        ts[0],
+        ts[-1],
+        dt0,
+        y0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        max_steps=options.max_steps,
+        throw=False,
+        progress_meter=meter,
+    )

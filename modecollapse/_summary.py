@@ -1,0 +1,107 @@
+"""Summary statistics of the (target, family) pair and trajectories of them (docs/theory.md, §3)."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._mixtures import GaussianMixture, IsotropicMixture
+
+
+class TargetStatistics(eqx.Module):
+    """What the dynamics needs of the target: T = U Uᵀ, log ρ and σ (eq. (R1)).
+
+    **Arguments:**
+
+    - `T`: Gram matrix of the target means, (J, J).
+    - `log_weights`: log ρ, (J,).
+    - `scale`: σ.
+
+    **Example:**
+    ```python
+    p = GaussianMixture(jnp.array([[3.0], [-3.0]]), jnp.array([0.6, 0.4]))
+    stats = TargetStatistics.from_target(p)
+    stats.T  # [[9, -9], [-9, 9]]
+    ```
+    """
+
+    T: Float[Array, "j j"]
+    log_weights: Float[Array, " j"]
+    scale: Float[Array, ""]
+
+    @classmethod
+    def from_target(cls, target: GaussianMixture) -> "TargetStatistics":
+        return cls(target.means @ target.means.T, target.log_weights, target.scale)
+
+
+class GramState(eqx.Module):
+    """The closed state of the theory: R = M Uᵀ, Q = M Mᵀ, logits a and log s (eq. (R1)).
+
+    **Arguments:**
+
+    - `R`: overlaps with the target means, (K, J).
+    - `Q`: overlaps of the variational means, (K, K).
+    - `logits`: a, (K,).
+    - `log_scale`: log s.
+
+    **Example:**
+    ```python
+    q = IsotropicMixture(jnp.ones((2, 4)), jnp.zeros(2), 0.0)
+    p = GaussianMixture(jnp.eye(4)[:2], jnp.array([0.5, 0.5]))
+    GramState.from_models(q, p).Q  # [[4, 4], [4, 4]]
+    ```
+    """
+
+    R: Float[Array, "k j"]
+    Q: Float[Array, "k k"]
+    logits: Float[Array, " k"]
+    log_scale: Float[Array, ""]
+
+    @classmethod
+    def from_models(cls, family: IsotropicMixture, target: GaussianMixture) -> "GramState":
+        M = family.means
+        return cls(M @ target.means.T, M @ M.T, family.logits, family.log_scale)
+
+
+class Trajectory(eqx.Module):
+    """Summary statistics saved along a solve (either route).
+
+    `R` and `Q` are raw dot products (not normalised by d). `objective` is F(θ(t); β(t)) computed
+    exactly (eq. (F3)). `result` is diffrax's `RESULTS` item: failures (max steps, a non-finite
+    state) are returned, never raised; see `failure`. `final` is the final state (an
+    `IsotropicMixture` for the full flow, a `GramState` for the theory).
+    """
+
+    ts: Float[Array, " t"]
+    R: Float[Array, "t k j"]
+    Q: Float[Array, "t k k"]
+    weights: Float[Array, "t k"]
+    scale: Float[Array, " t"]
+    objective: Float[Array, " t"]
+    result: dfx.RESULTS
+    num_steps: Array
+    final: eqx.Module
+
+    def failure(self) -> str | None:
+        """None if the solve succeeded and every saved number is finite, else what went wrong.
+
+        Only for unbatched, concrete trajectories (call it outside `jit`).
+        """
+        if self.result != dfx.RESULTS.successful:
+            return dfx.RESULTS[self.result]
+        for name in ("R", "Q", "weights", "scale", "objective"):
+            if not bool(jnp.all(jnp.isfinite(getattr(self, name)))):
+                return f"non-finite values (NaN or inf) in the saved `{name}`."
+        return None
+
+
+def record(state: GramState, objective: Array) -> dict[str, Array]:
+    """The per-time record saved by both routes."""
+    return dict(
+        R=state.R,
+        Q=state.Q,
+        weights=jax.nn.softmax(state.logits),
+        scale=jnp.exp(state.log_scale),
+        objective=objective,
+    )

@@ -1,0 +1,99 @@
+"""The `exact` full d-dimensional flow against the summary-statistic ODE, whole trajectories."""
+
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+from helpers import rel_err
+
+import modecollapse as mc
+
+TIGHT = mc.SolverOptions(rtol=1e-10, atol=1e-12)
+
+
+def _target(kind: str, d: int):
+    U = jnp.zeros((2, d))
+    if kind == "antipodal":  # singular T
+        U = U.at[0, 0].set(2.5).at[1, 0].set(-2.5)
+    else:  # general position, T invertible
+        U = U.at[0, 0].set(2.5).at[1, 0].set(-1.0).at[1, min(1, d - 1)].set(2.0)
+    return mc.GaussianMixture(U, jnp.array([0.65, 0.35]), 1.3)
+
+
+@pytest.mark.parametrize("kind", ["antipodal", "general"])
+@pytest.mark.parametrize("d", [3, 50, 1000])
+def test_full_flow_matches_theory(d, kind):
+    target = _target(kind, d)
+    key = jr.key(d)
+    M = jr.normal(key, (2, d)) / jnp.sqrt(d) + jnp.zeros((2, d)).at[:, 0].set(jnp.array([0.3, -0.2]))
+    family = mc.IsotropicMixture(M, jnp.array([0.1, -0.1]), jnp.log(0.9))
+    schedule = mc.LinearSchedule(0.3, 8.0)
+    rates = mc.LearningRates(means=1.0, weights=1.5, scale=2.0 / d)  # η_s ∝ 1/d (docs, §6)
+    ts = jnp.linspace(0.0, 16.0, 33)
+    full = mc.solve_full(family, target, schedule, ts, rates=rates, options=TIGHT)
+    theory = mc.solve_theory(
+        mc.GramState.from_models(family, target),
+        mc.TargetStatistics.from_target(target),
+        schedule,
+        ts,
+        dim=d,
+        rates=rates,
+        options=TIGHT,
+    )
+    assert full.failure() is None and theory.failure() is None
+    # Something must actually happen: the means move to the modes, weights and scale change.
+    assert float(jnp.max(jnp.abs(theory.R[-1] - theory.R[0]))) > 1.0
+    assert float(jnp.max(jnp.abs(theory.weights[-1] - theory.weights[0]))) > 1e-3
+    assert float(jnp.abs(theory.scale[-1] - theory.scale[0])) > 1e-3
+    for name in ("R", "Q", "weights", "scale", "objective"):
+        err = rel_err(getattr(full, name), getattr(theory, name))
+        assert err < 1e-6, (name, err)
+
+
+def test_frozen_groups_stay_frozen():
+    target = _target("general", 4)
+    family = mc.IsotropicMixture(jnp.ones((2, 4)) * jnp.array([[0.5], [-0.3]]), jnp.zeros(2), 0.1)
+    ts = jnp.linspace(0.0, 2.0, 3)
+    for rates, frozen in [
+        (mc.LearningRates(means=0.0, weights=1.0, scale=1.0), "R"),
+        (mc.LearningRates(means=1.0, weights=0.0, scale=1.0), "weights"),
+        (mc.LearningRates(means=1.0, weights=1.0, scale=0.0), "scale"),
+    ]:
+        for traj in (
+            mc.solve_full(family, target, mc.NoAnnealing(), ts, rates=rates),
+            mc.solve_theory(mc.GramState.from_models(family, target),
+                            mc.TargetStatistics.from_target(target), mc.NoAnnealing(), ts,
+                            dim=4, rates=rates),
+        ):
+            values = getattr(traj, frozen)
+            assert float(jnp.max(jnp.abs(values - values[0]))) < 1e-12
+
+
+def test_mc_fresh_tracks_theory_with_many_particles():
+    """SGD with small steps and many particles stays close to the exact flow."""
+    d = 3
+    target = _target("general", d)
+    family = mc.IsotropicMixture(jnp.array([[0.5, 0.2, 0.0], [-0.4, 0.1, 0.3]]), jnp.zeros(2), 0.0)
+    ts = jnp.linspace(0.0, 6.0, 7)
+    rates = mc.LearningRates(1.0, 1.0, 0.3)
+    est = mc.FreshParticles(jr.key(0), 4096, 0.005)
+    sgd = mc.solve_full(family, target, mc.LinearSchedule(0.5, 3.0), ts, rates=rates, estimator=est)
+    exact = mc.solve_full(family, target, mc.LinearSchedule(0.5, 3.0), ts, rates=rates)
+    assert sgd.failure() is None
+    assert rel_err(sgd.R, exact.R) < 0.03
+    assert rel_err(sgd.scale, exact.scale) < 0.03
+    again = mc.solve_full(family, target, mc.LinearSchedule(0.5, 3.0), ts, rates=rates, estimator=est)
+    assert bool(jnp.all(again.R == sgd.R))  # reproducible from the key
+
+
+def test_mc_fixed_flow_approaches_exact_flow():
+    d = 3
+    target = _target("general", d)
+    family = mc.IsotropicMixture(jnp.array([[0.5, 0.2, 0.0], [-0.4, 0.1, 0.3]]), jnp.zeros(2), 0.0)
+    ts = jnp.linspace(0.0, 4.0, 5)
+    exact = mc.solve_full(family, target, mc.NoAnnealing(), ts)
+    errs = []
+    for n in (256, 16384):
+        est = mc.FixedParticles.draw(jr.key(1), n, 2, d)
+        errs.append(rel_err(mc.solve_full(family, target, mc.NoAnnealing(), ts, estimator=est).R,
+                            exact.R))
+    assert errs[1] < errs[0] and errs[1] < 0.02, errs
