@@ -98,8 +98,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help=config_help)
         p.add_argument("--out", metavar="DIR", required=True, help="output folder (created)")
         g = p.add_mutually_exclusive_group()
-        g.add_argument("--progress", dest="progress", action="store_true", default=None,
-                       help="show progress bars (default: only on a terminal)")
+        g.add_argument(
+            "--progress",
+            dest="progress",
+            action="store_true",
+            default=None,
+            help="show progress bars (default: only on a terminal)",
+        )
         g.add_argument("--no-progress", dest="progress", action="store_false")
 
     run = sub.add_parser(
@@ -120,15 +125,22 @@ def _parser() -> argparse.ArgumentParser:
         "DIR/compare.json and DIR/compare.png.",
     )
     common(compare, "experiment TOML file (default: the built-in bimodal experiment)")
-    compare.add_argument("--dims", default="8,64,512,4096", metavar="D1,D2,...",
-                         help="comma-separated dimensions (default: 8,64,512,4096)")
+    compare.add_argument(
+        "--dims",
+        default="8,64,512,4096",
+        metavar="D1,D2,...",
+        help="comma-separated dimensions (default: 8,64,512,4096)",
+    )
     compare.set_defaults(func=_cmd_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `modecollapse` console script."""
+    """Entry point of the `modecollapse` console script (computes in float64)."""
     args = _parser().parse_args(argv)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
     try:
         args.func(args)
     except ConfigError as e:
@@ -140,8 +152,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if isinstance(e, NumericalFailure):
             exp = load_experiment(args.config)
-            _fail(f"numerical failure: {e} Nothing was written. Config: "
-                  f"{json.dumps(exp.to_dict(), separators=(',', ':'))}", 1)
+            _fail(
+                f"numerical failure: {e} Nothing was written. Config: "
+                f"{json.dumps(exp.to_dict(), separators=(',', ':'))}",
+                1,
+            )
         if os.environ.get("MODECOLLAPSE_DEBUG"):
             raise
         _fail(f"{type(e).__name__}: {e} (set MODECOLLAPSE_DEBUG=1 for a traceback)", 1)

@@ -16,7 +16,12 @@ ANNEALING_KINDS = {
     "geometric": ("beta0", "duration"),
     "exponential": ("beta0", "rate"),
 }
-TARGET_MEANS_KINDS = {"antipodal": ("norm",), "orthogonal": ("norms",), "gram": ("T",), "random": ("norm",)}
+TARGET_MEANS_KINDS = {
+    "antipodal": ("norm",),
+    "orthogonal": ("norms",),
+    "gram": ("T",),
+    "random": ("norm",),
+}
 INIT_KINDS = {"random": ("norm",), "overlaps": ("R", "Q")}
 SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "kvaerno5")
 
@@ -130,7 +135,11 @@ class _Table:
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
-    def get(self, name: str, default: Any = ..., ) -> Any:
+    def get(
+        self,
+        name: str,
+        default: Any = ...,
+    ) -> Any:
         self.seen.add(name)
         if name not in self.data:
             if default is ...:
@@ -166,15 +175,21 @@ class _Table:
     def boolean(self, name: str) -> bool:
         value = self.get(name)
         if not isinstance(value, bool):
-            raise ConfigError(f"`{self.key(name)}`: expected true or false, got {_typename(value)}.")
+            raise ConfigError(
+                f"`{self.key(name)}`: expected true or false, got {_typename(value)}."
+            )
         return value
 
     def vector(self, name: str, *, length: int | None = None, positive=False) -> tuple[float, ...]:
         value = self.get(name)
         key = self.key(name)
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"`{key}`: expected a non-empty list of numbers, got {_typename(value)}.")
-        out = tuple(_number(v, key, low=0.0 if positive else None, low_open=positive) for v in value)
+            raise ConfigError(
+                f"`{key}`: expected a non-empty list of numbers, got {_typename(value)}."
+            )
+        out = tuple(
+            _number(v, key, low=0.0 if positive else None, low_open=positive) for v in value
+        )
         if length is not None and len(out) != length:
             raise ConfigError(f"`{key}`: expected {length} entries, got {len(out)}.")
         return out
@@ -196,8 +211,14 @@ class _Table:
 
 
 def _typename(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _number(value: Any, key: str, *, low=None, low_open=False, high=None) -> float:
@@ -255,7 +276,9 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
     means: dict[str, Any] = {"kind": kind}
     if kind == "antipodal":
         if J != 2:
-            raise ConfigError(f"`{mt.key('kind')}`: antipodal means need 2 target weights, got {J}.")
+            raise ConfigError(
+                f"`{mt.key('kind')}`: antipodal means need 2 target weights, got {J}."
+            )
         means["norm"] = mt.number("norm", low=0.0, low_open=True)
     elif kind == "orthogonal":
         means["norms"] = list(mt.vector("norms", length=J, positive=True))

@@ -14,12 +14,14 @@ J − 1 logit differences δ = ℓ_{1:} − ℓ_0 (eq. (G2)):
 - J ≥ 5: a symmetrised Halton quasi-Monte Carlo rule (eq. (G4)).
 
 Derivatives never go through a factorisation of `cov` (singular covariances are common: antipodal
-targets, coincident means). Instead the multi-dimensional rule carries a `jax.custom_jvp` built on the
+targets, coincident means). Instead the multi-dimensional rule carries a `jax.custom_jvp` built
+on the
 heat equation ∂E[f]/∂mean = E[∇f], ∂E[f]/∂cov = ½ E[∇²f] (eq. (G3)).
 """
 
 import functools
 import statistics
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -28,7 +30,6 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._integrals import gauss_hermite, sigmoid_moment
-
 
 # Nodes per dimension of the tensor Gauss–Hermite rules, and the QMC point count (eq. (G4)).
 _GH_NODES = {2: 48, 3: 20}
@@ -87,7 +88,7 @@ def _sqrt_psd(cov: Array) -> Array:
 class _Tangent(eqx.Module):
     """The integrand of the tangent of E[f]: f's jvp along (dmean, daux) plus ½ tr(∇²f dcov)."""
 
-    f: object
+    f: Callable
 
     def __call__(self, x, aux):
         aux, daux, dmean, dcov = aux
@@ -191,7 +192,7 @@ def expected_lse(mean: Float[Array, " n"], cov: Float[Array, "n n"]) -> Float[Ar
 def expected_softmax_stats(
     mean: Float[Array, " n"], cov: Float[Array, "n n"]
 ) -> tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]:
-    """E[LSE(ℓ)], E[π(ℓ)] and E[π(ℓ) π(ℓ)ᵀ] for ℓ ~ N(mean, cov), π = softmax (eqs. (G2), (I1)–(I3)).
+    """E[LSE(ℓ)], E[π(ℓ)], E[π(ℓ) π(ℓ)ᵀ] for ℓ ~ N(mean, cov), π = softmax (eqs. (G2), (I1)–(I3)).
 
     **Arguments:**
 

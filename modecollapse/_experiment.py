@@ -126,13 +126,16 @@ def _initial_means(exp: Experiment, U: np.ndarray, key: jax.Array) -> np.ndarray
 
 def _schedule(exp: Experiment) -> AbstractSchedule:
     a = exp.annealing
+    beta0, duration, rate = (
+        float(x) if x is not None else 0.0 for x in (a.beta0, a.duration, a.rate)
+    )
     if a.kind == "none":
         return NoAnnealing()
     if a.kind == "linear":
-        return LinearSchedule(a.beta0, a.duration)
+        return LinearSchedule(beta0, duration)
     if a.kind == "geometric":
-        return GeometricSchedule(a.beta0, a.duration)
-    return ExponentialSchedule(a.beta0, a.rate)
+        return GeometricSchedule(beta0, duration)
+    return ExponentialSchedule(beta0, rate)
 
 
 def build_problem(exp: Experiment) -> Problem:

@@ -1,4 +1,4 @@
-"""The objective F(θ; β) = E_q[log q − β log p] and its three gradient routes (docs/theory.md, §2, §4)."""
+"""The objective F(θ; β) = E_q[log q − β log p] and its gradient routes (docs/theory.md, §2, §4)."""
 
 import abc
 import math

@@ -50,7 +50,9 @@ def overlaps_figure(result: dict[str, Any]) -> bytes:
     _series(axes[0, 1], ts, Q, get("Q"), _index_labels("Q", Q.shape[1:]), "overlaps Q = M Mᵀ")
     _series(axes[0, 2], ts, th["weights"], get("weights"), lambda i: f"w{i + 1}", "weights w")
     _series(axes[1, 0], ts, th["scale"], get("scale"), lambda i: "s", "scale s")
-    _series(axes[1, 1], ts, th["objective"], get("objective"), lambda i: "F", "objective F(θ; β(t))")
+    _series(
+        axes[1, 1], ts, th["objective"], get("objective"), lambda i: "F", "objective F(θ; β(t))"
+    )
     axes[1, 2].plot(ts, result["beta"], color="k")
     axes[1, 2].set_title("inverse temperature β(t)")
     axes[1, 2].set_xlabel("t")
@@ -73,9 +75,17 @@ def compare_figure(report: dict[str, Any]) -> bytes:
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
     th, fu = big["theory"], big["full"]
     R = np.asarray(th["R"])
-    _series(axes[0, 0], ts, R, fu["R"], _index_labels("R", R.shape[1:]), f"R(t) at d = {big['dim']}")
-    _series(axes[0, 1], ts, th["weights"], fu["weights"], lambda i: f"w{i + 1}",
-            f"weights at d = {big['dim']}")
+    _series(
+        axes[0, 0], ts, R, fu["R"], _index_labels("R", R.shape[1:]), f"R(t) at d = {big['dim']}"
+    )
+    _series(
+        axes[0, 1],
+        ts,
+        th["weights"],
+        fu["weights"],
+        lambda i: f"w{i + 1}",
+        f"weights at d = {big['dim']}",
+    )
     cmap = plt.get_cmap("viridis")
     for i, r in enumerate(rows):
         c = cmap(i / max(1, len(rows) - 1))
@@ -94,7 +104,9 @@ def compare_figure(report: dict[str, Any]) -> bytes:
     axes[1, 0].legend(fontsize=7)
     axes[1, 0].grid(alpha=0.3, which="both")
     for route, marker in (("theory", "s"), ("full", "o")):
-        axes[1, 1].loglog(dims, [r["wall_seconds"][route] for r in rows], marker=marker, label=route)
+        axes[1, 1].loglog(
+            dims, [r["wall_seconds"][route] for r in rows], marker=marker, label=route
+        )
     axes[1, 1].set_title("solve wall time [s] (compile excluded)")
     axes[1, 1].set_xlabel("d")
     axes[1, 1].legend(fontsize=7)
@@ -102,8 +114,9 @@ def compare_figure(report: dict[str, Any]) -> bytes:
     for i, r in enumerate(rows):
         c = cmap(i / max(1, len(rows) - 1))
         d = r["dim"]
-        axes[1, 2].plot(ts, np.asarray(r["theory"]["objective"]) / d, color=c, label=f"d = {d}",
-                        **_THEORY)
+        axes[1, 2].plot(
+            ts, np.asarray(r["theory"]["objective"]) / d, color=c, label=f"d = {d}", **_THEORY
+        )
         axes[1, 2].plot(ts, np.asarray(r["full"]["objective"]) / d, color=c, **_FULL)
     axes[1, 2].set_title("objective per dimension F(θ; β(t))/d, every d")
     axes[1, 2].set_xlabel("t")

@@ -87,7 +87,8 @@ def compare_experiment(
     """
     problems = [build_problem(exp.with_dim(d)) for d in dims]  # validate every d before solving
     header = (
-        f"{'d':>7} {'theory [s]':>11} {'full [s]':>10} {'max|dR|':>9} {'max|dQ|':>9} "
+        f"{'d':>7} {'theory [s]':>11} {'full [s]':>10} {'steps th/full':>15} "
+        f"{'max|dR|':>9} {'max|dQ|':>9} "
         f"{'max|dw|':>9} {'max|ds|':>9} {'max|dF|':>9}"
     )
     print(header)
@@ -98,16 +99,20 @@ def compare_experiment(
         theory, t_sec = run_theory(problem, progress)
         full, f_sec = run_full(problem, progress)
         diff = max_abs_diff(full, theory)
-        rows.append({
-            "dim": d,
-            "wall_seconds": {"theory": t_sec["solve"], "full": f_sec["solve"]},
-            "compile_seconds": {"theory": t_sec["compile"], "full": f_sec["compile"]},
-            "max_abs_diff": diff,
-            "theory": trajectory_record(theory),
-            "full": trajectory_record(full),
-        })
+        rows.append(
+            {
+                "dim": d,
+                "wall_seconds": {"theory": t_sec["solve"], "full": f_sec["solve"]},
+                "compile_seconds": {"theory": t_sec["compile"], "full": f_sec["compile"]},
+                "steps": {"theory": int(theory.num_steps), "full": int(full.num_steps)},
+                "max_abs_diff": diff,
+                "theory": trajectory_record(theory),
+                "full": trajectory_record(full),
+            }
+        )
         print(
             f"{d:>7} {t_sec['solve']:>11.3f} {f_sec['solve']:>10.3f} "
+            f"{int(theory.num_steps):>7d}/{int(full.num_steps):<7d} "
             + " ".join(f"{diff[k]:>9.1e}" for k in ("R", "Q", "weights", "scale", "objective")),
             flush=True,
         )

@@ -65,7 +65,8 @@ class LinearSchedule(AbstractSchedule):
     duration: Float[ArrayLike, ""]
 
     def __call__(self, t: ArrayLike) -> Float[Array, ""]:
-        return self.beta0 + (1.0 - self.beta0) * _ramp(t, self.duration)
+        beta0 = jnp.asarray(self.beta0)
+        return beta0 + (1.0 - beta0) * _ramp(t, self.duration)
 
     @property
     def breakpoints(self) -> tuple[float, ...]:
@@ -117,7 +118,7 @@ class ExponentialSchedule(AbstractSchedule):
     rate: Float[ArrayLike, ""]
 
     def __call__(self, t: ArrayLike) -> Float[Array, ""]:
-        return 1.0 - (1.0 - self.beta0) * jnp.exp(-self.rate * jnp.asarray(t))
+        return 1.0 - (1.0 - jnp.asarray(self.beta0)) * jnp.exp(-jnp.asarray(self.rate) * t)
 
     @property
     def breakpoints(self) -> tuple[float, ...]:

@@ -61,7 +61,7 @@ def integrate(
 
     Saves `save(t, y, args)` at `ts` (first sub-save) and y at the final time (second sub-save).
     With `fixed_step`, uses explicit Euler with that step (the SGD route); otherwise the adaptive
-    solver of `options`, stepping exactly onto the kinks `breakpoints` of the schedule. Never raises on a
+    solver of `options`, stepping exactly onto the schedule's kinks `breakpoints`. Never raises on a
     failed solve: check `solution.result`.
     """
     if fixed_step is not None:
@@ -71,11 +71,9 @@ def integrate(
     else:
         solver = _SOLVERS[options.solver]()
         jumps = [b for b in breakpoints if b > 0]
-        controller = dfx.PIDController(
-            rtol=options.rtol,
-            atol=options.atol,
-            jump_ts=jnp.asarray(jumps) if jumps else None,
-        )
+        controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
+        if jumps:
+            controller = dfx.ClipStepSizeController(controller, jump_ts=jnp.asarray(jumps))
         dt0 = None
     saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save), dfx.SubSaveAt(t1=True)])
     meter = dfx.TqdmProgressMeter() if options.progress else dfx.NoProgressMeter()

@@ -61,7 +61,11 @@ def theory_vector_field(
 
     # Means: ṁ_k = Σ_l A_kl m_l + Σ_j B_kj μ_j (eq. (T1)), hence eq. (T2).
     K = w.shape[0]
-    A = rates.means * w[:, None] * (-e_q / s2 + (1.0 / s2 - beta / sig2) * jnp.eye(K, dtype=w.dtype))
+    A = (
+        rates.means
+        * w[:, None]
+        * (-e_q / s2 + (1.0 / s2 - beta / sig2) * jnp.eye(K, dtype=w.dtype))
+    )
     B = rates.means * w[:, None] * (beta / sig2) * e_p
     dR = A @ R + B @ T
     dQ = A @ Q + Q @ A.T + B @ R.T + R @ B.T

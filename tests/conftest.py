@@ -1,6 +1,5 @@
 import jax
 
-
 jax.config.update("jax_enable_x64", True)
 
 import jax.random as jr  # noqa: E402

@@ -24,7 +24,9 @@ def _target(kind: str, d: int):
 def test_full_flow_matches_theory(d, kind):
     target = _target(kind, d)
     key = jr.key(d)
-    M = jr.normal(key, (2, d)) / jnp.sqrt(d) + jnp.zeros((2, d)).at[:, 0].set(jnp.array([0.3, -0.2]))
+    M = jr.normal(key, (2, d)) / jnp.sqrt(d) + jnp.zeros((2, d)).at[:, 0].set(
+        jnp.array([0.3, -0.2])
+    )
     family = mc.IsotropicMixture(M, jnp.array([0.1, -0.1]), jnp.log(0.9))
     schedule = mc.LinearSchedule(0.3, 8.0)
     rates = mc.LearningRates(means=1.0, weights=1.5, scale=2.0 / d)  # η_s ∝ 1/d (docs, §6)
@@ -60,9 +62,14 @@ def test_frozen_groups_stay_frozen():
     ]:
         for traj in (
             mc.solve_full(family, target, mc.NoAnnealing(), ts, rates=rates),
-            mc.solve_theory(mc.GramState.from_models(family, target),
-                            mc.TargetStatistics.from_target(target), mc.NoAnnealing(), ts,
-                            dim=4, rates=rates),
+            mc.solve_theory(
+                mc.GramState.from_models(family, target),
+                mc.TargetStatistics.from_target(target),
+                mc.NoAnnealing(),
+                ts,
+                dim=4,
+                rates=rates,
+            ),
         ):
             values = getattr(traj, frozen)
             assert float(jnp.max(jnp.abs(values - values[0]))) < 1e-12
@@ -81,7 +88,9 @@ def test_mc_fresh_tracks_theory_with_many_particles():
     assert sgd.failure() is None
     assert rel_err(sgd.R, exact.R) < 0.03
     assert rel_err(sgd.scale, exact.scale) < 0.03
-    again = mc.solve_full(family, target, mc.LinearSchedule(0.5, 3.0), ts, rates=rates, estimator=est)
+    again = mc.solve_full(
+        family, target, mc.LinearSchedule(0.5, 3.0), ts, rates=rates, estimator=est
+    )
     assert bool(jnp.all(again.R == sgd.R))  # reproducible from the key
 
 
@@ -94,6 +103,7 @@ def test_mc_fixed_flow_approaches_exact_flow():
     errs = []
     for n in (256, 16384):
         est = mc.FixedParticles.draw(jr.key(1), n, 2, d)
-        errs.append(rel_err(mc.solve_full(family, target, mc.NoAnnealing(), ts, estimator=est).R,
-                            exact.R))
+        errs.append(
+            rel_err(mc.solve_full(family, target, mc.NoAnnealing(), ts, estimator=est).R, exact.R)
+        )
     assert errs[1] < errs[0] and errs[1] < 0.02, errs

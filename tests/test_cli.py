@@ -11,8 +11,10 @@ import modecollapse as mc
 from modecollapse._cli import main
 from modecollapse._config import DEFAULT_TOML
 
-SMALL = DEFAULT_TOML.replace("dim = 64", "dim = 3").replace("t_end = 40.0", "t_end = 4.0").replace(
-    "save_points = 41", "save_points = 5"
+SMALL = (
+    DEFAULT_TOML.replace("dim = 64", "dim = 3")
+    .replace("t_end = 40.0", "t_end = 4.0")
+    .replace("save_points = 41", "save_points = 5")
 )
 
 
@@ -38,25 +40,42 @@ BAD_CASES = {
     "weights not summing": (("weights = [0.6, 0.4]", "weights = [0.6, 0.3]"), "target.weights"),
     "non-positive scale": (("scale = 1.0\nmeans", "scale = 0.0\nmeans"), "target.scale"),
     "dim < 1": (("dim = 3", "dim = 0"), "dim"),
-    "length mismatch": (("weights = [0.5, 0.5]", "weights = [0.2, 0.3, 0.5]"), "variational.weights"),
+    "length mismatch": (
+        ("weights = [0.5, 0.5]", "weights = [0.2, 0.3, 0.5]"),
+        "variational.weights",
+    ),
     "non-PSD gram": (
-        ('means = { kind = "antipodal", norm = 3.0 }', 'means = { kind = "gram", T = [[1.0, 2.0], [2.0, 1.0]] }'),
+        (
+            'means = { kind = "antipodal", norm = 3.0 }',
+            'means = { kind = "gram", T = [[1.0, 2.0], [2.0, 1.0]] }',
+        ),
         "target.means.T",
     ),
     "init needs more rank": (
-        ('init = { kind = "random", norm = 1.0 }',
-         'init = { kind = "overlaps", R = [[1.0, -1.0], [0.0, 0.0]], Q = [[2.0, 0.0], [0.0, 1.0]] }',
-         "dim = 3", "dim = 2"),
+        (
+            'init = { kind = "random", norm = 1.0 }',
+            'init = { kind = "overlaps", R = [[1.0, -1.0], [0.0, 0.0]], '
+            "Q = [[2.0, 0.0], [0.0, 1.0]] }",
+            "dim = 3",
+            "dim = 2",
+        ),
         "dim",
     ),
     "target needs more rank": (
-        ('means = { kind = "antipodal", norm = 3.0 }',
-         'means = { kind = "gram", T = [[1.0, 0.0], [0.0, 1.0]] }', "dim = 3", "dim = 1"),
+        (
+            'means = { kind = "antipodal", norm = 3.0 }',
+            'means = { kind = "gram", T = [[1.0, 0.0], [0.0, 1.0]] }',
+            "dim = 3",
+            "dim = 1",
+        ),
         "dim",
     ),
     "non-PSD joint gram": (
-        ('init = { kind = "random", norm = 1.0 }',
-         'init = { kind = "overlaps", R = [[1.0, 1.0], [0.0, 0.0]], Q = [[1.0, 0.0], [0.0, 1.0]] }'),
+        (
+            'init = { kind = "random", norm = 1.0 }',
+            'init = { kind = "overlaps", R = [[1.0, 1.0], [0.0, 0.0]], '
+            "Q = [[1.0, 0.0], [0.0, 1.0]] }",
+        ),
         "variational.init",
     ),
     "unknown kind": (('kind = "linear"', 'kind = "cosine"'), "annealing.kind"),
@@ -166,8 +185,18 @@ def test_run_without_full_flow(tmp_path):
 
 def test_compare_end_to_end(tmp_path, capsys):
     out = tmp_path / "cmp"
-    main(["compare", "--config", _write(tmp_path, SMALL), "--dims", "3,5", "--out", str(out),
-          "--no-progress"])
+    main(
+        [
+            "compare",
+            "--config",
+            _write(tmp_path, SMALL),
+            "--dims",
+            "3,5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     report = json.loads((out / "compare.json").read_text())
     assert report["dims"] == [3, 5] and len(report["rows"]) == 2
     for row in report["rows"]:
@@ -192,6 +221,8 @@ def test_numerical_failure_is_reported(tmp_path, capsys):
 def test_module_entry_point_help():
     proc = subprocess.run(
         [sys.executable, "-m", "modecollapse", "compare", "--help"],
-        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     assert proc.returncode == 0 and "--dims" in proc.stdout

@@ -12,7 +12,10 @@ def _mc_stats(mean, cov, key, n=1_000_000):
     x = mean + jr.normal(key, (n, len(mean))) @ L.T
     pi = jax.nn.softmax(x)
     lse = jax.nn.logsumexp(x, axis=-1)
-    return (jnp.mean(lse), jnp.std(lse) / np.sqrt(n)), (jnp.mean(pi, 0), jnp.std(pi, 0) / np.sqrt(n))
+    return (jnp.mean(lse), jnp.std(lse) / np.sqrt(n)), (
+        jnp.mean(pi, 0),
+        jnp.std(pi, 0) / np.sqrt(n),
+    )
 
 
 def _random_cov(key, n, scale):
@@ -70,4 +73,6 @@ def test_singular_covariance_has_finite_gradients():
     cov = jnp.outer(v, v)  # rank one
     g = jax.grad(lambda m, c: mc.expected_softmax_stats(m, c)[1][0], argnums=(0, 1))(mean, cov)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
-    assert bool(jnp.all(jnp.isfinite(jax.grad(mc.expected_lse, argnums=1)(mean, jnp.zeros((3, 3))))))
+    assert bool(
+        jnp.all(jnp.isfinite(jax.grad(mc.expected_lse, argnums=1)(mean, jnp.zeros((3, 3)))))
+    )

@@ -74,6 +74,7 @@ def test_mc_fixed_gradient_converges_like_inverse_sqrt_n(getkey):
     seeds = 24
     errors = []
     for n in ns:
+
         def one(key):
             est = mc.FixedParticles.draw(key, n, 2, 3)
             g = flat_grad(lambda f: est.objective(f, p, beta, 0.0))
@@ -86,13 +87,20 @@ def test_mc_fixed_gradient_converges_like_inverse_sqrt_n(getkey):
 
 @pytest.mark.parametrize("K,J", [(3, 2), (2, 2), (2, 3), (3, 3)])
 def test_autodiff_pulled_back_matches_theory_rhs(getkey, K, J):
-    """∇_θ F by autodiff of the exact objective, mapped to (Ṙ, Q̇, ȧ, (log s)˙), against eq. (T1)–(T5)."""
+    """Autodiff ∇_θ F of the exact objective, mapped to (Ṙ, Q̇, ȧ, (log s)˙), against (T1)–(T5).
+
+    With K ≥ 3 the two routes are equal only up to the accuracy of the tensor Gauss–Hermite rule on
+    the q side (Stein's lemma is not exact under quadrature), so those states are drawn at half the
+    spread, where the rule is accurate to ~1e-10 (docs/theory.md, §8).
+    """
+    shrink = 1.0 if K == 2 else 0.5
     d = 6
     rates = mc.LearningRates(means=0.7, weights=1.3, scale=0.4)
     schedule = mc.LinearSchedule(0.3, 10.0)
     t = 4.0
     for _ in range(3):
-        p, q = random_problem(getkey(), K, J, d)
+        p, q = random_problem(getkey(), K, J, d, spread=1.5 * shrink)
+        q = mc.IsotropicMixture(shrink * q.means, q.logits, q.log_scale)
         beta = schedule(t)
         g = jax.grad(lambda params: mc.objective(mc.IsotropicMixture(*params), p, beta))(
             (q.means, q.logits, q.log_scale)
@@ -105,7 +113,12 @@ def test_autodiff_pulled_back_matches_theory_rhs(getkey, K, J):
             log_scale=-rates.scale * g[2],
         )
         hand = mc.theory_vector_field(
-            t, mc.GramState.from_models(q, p), mc.TargetStatistics.from_target(p), schedule, rates, d
+            t,
+            mc.GramState.from_models(q, p),
+            mc.TargetStatistics.from_target(p),
+            schedule,
+            rates,
+            d,
         )
         for name in ("R", "Q", "logits", "log_scale"):
             err = rel_err(getattr(auto, name), getattr(hand, name))

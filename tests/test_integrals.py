@@ -1,0 +1,196 @@
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate
+
+from modecollapse._integrals import gauss_hermite, sigmoid_moment
+
+MS = [0.0, 1e-3, -1e-3, 0.5, -0.5, 3.0, -3.0, 10.0, -10.0, 50.0, -50.0]
+VS = [0.0, 1e-8, 1e-3, 0.1, 0.5, 0.8, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4]
+
+
+@functools.cache
+def _poly(n: int) -> tuple[float, ...]:
+    """σ^{(n)} = P_n(σ), coefficients highest degree first (independent of the module's own)."""
+    p = np.poly1d([1.0, 0.0])
+    ds = np.poly1d([-1.0, 1.0, 0.0])
+    for _ in range(n):
+        p = p.deriv() * ds
+    return tuple(p.coeffs)
+
+
+def _f(n: int, x: float) -> float:
+    """f_n(x) in plain float64 scalar arithmetic, accurate in both tails."""
+    if n == -1:
+        return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+    e = math.exp(-abs(x))
+    s = e / (1.0 + e)  # σ(−|x|)
+    if n == 0:
+        return s if x < 0 else 1.0 - s
+    out = 0.0
+    for c in _poly(n):
+        out = out * s + c
+    return out if (x <= 0 or n % 2 == 1) else -out
+
+
+@functools.cache
+def _reference(n: int, m: float, v: float) -> float:
+    """E[f_n(m + √v Z)] by adaptive quadrature in z, broken at the kink/step z0 = −m/√v."""
+    if v == 0:
+        return _f(n, m)
+    sd = math.sqrt(v)
+    z0 = -m / sd
+    pts = list(np.arange(-13.0, 13.5, 2.0)) + [
+        z0 + d / sd for d in (0, 1, -1, 4, -4, 12, -12, 40, -40)
+    ]
+    pts = np.unique(np.clip(pts, -13.0, 13.0))
+    c = 1.0 / math.sqrt(2.0 * math.pi)
+
+    def integrand(z):
+        return _f(n, m + sd * z) * c * math.exp(-0.5 * z * z)
+
+    return math.fsum(
+        integrate.quad(integrand, a, b, epsabs=1e-15, epsrel=1e-13, limit=100)[0]
+        for a, b in zip(pts[:-1], pts[1:])
+    )
+
+
+def _grid():
+    m, v = np.meshgrid(np.array(MS), np.array(VS), indexing="ij")
+    return m, v
+
+
+@pytest.mark.parametrize("n", [-1, 0, 1, 2])
+def test_values_against_quad(n):
+    m, v = _grid()
+    ref = np.vectorize(functools.partial(_reference, n))(m, v)
+    out = np.asarray(sigmoid_moment(n, m, v))
+    assert out.shape == m.shape and out.dtype == np.float64
+    err = np.abs(out - ref)
+    i = np.unravel_index(np.argmax(err), err.shape)
+    assert err.max() <= 1e-9, f"n={n}: max abs error {err.max():.3e} at m={m[i]}, v={v[i]}"
+
+
+@pytest.mark.parametrize("n", [3, 4, 6])
+def test_values_higher_derivatives(n):
+    m, v = np.meshgrid(
+        np.array([0.0, 0.5, -1.0, 3.0, -10.0]), np.array([0.3, 0.79, 0.81, 4.0, 50.0])
+    )
+    ref = np.vectorize(functools.partial(_reference, n))(m, v)
+    err = np.abs(np.asarray(sigmoid_moment(n, m, v)) - ref)
+    assert err.max() <= 1e-9, f"n={n}: max abs error {err.max():.3e}"
+
+
+@pytest.mark.parametrize("n", [-1, 0, 1, 2, 3, 5])
+def test_zero_variance(n):
+    m = np.array(MS + [0.3, -1.7, 25.0, -35.0])
+    # f_n by nested autodiff of jax.nn.sigmoid: an implementation independent of the module's.
+    f = jax.nn.softplus if n == -1 else jax.nn.sigmoid
+    for _ in range(max(n, 0)):
+        f = jax.grad(f)
+    expected = np.asarray(jax.vmap(f)(jnp.asarray(m)))
+    out = np.asarray(sigmoid_moment(n, m, 0.0))
+    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=1e-14)
+
+
+# Points on both sides of the switch between the two quadratures (v = 0.8), and large v.
+POINTS = [(0.3, 500.0), (-1.2, 0.7), (1.2, 0.9), (-2.0, 0.79), (-2.0, 0.81), (0.5, 5.0), (3.0, 0.1)]
+
+
+@pytest.mark.parametrize("n", [-1, 0, 1, 2])
+@pytest.mark.parametrize("m, v", POINTS)
+def test_jvp(n, m, v):
+    grad_m, grad_v = jax.grad(sigmoid_moment, argnums=(1, 2))(n, m, v)
+    # eq. (I1): the custom_jvp rule (up to round-off from differently fused kernels).
+    np.testing.assert_allclose(grad_m, sigmoid_moment(n + 1, m, v), rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(grad_v, 0.5 * sigmoid_moment(n + 2, m, v), rtol=1e-14, atol=1e-16)
+    # ... and consistent with the values themselves.
+    hm, hv = 1e-4, 1e-4 * max(1.0, v)
+    fd_m = (sigmoid_moment(n, m + hm, v) - sigmoid_moment(n, m - hm, v)) / (2 * hm)
+    fd_v = (sigmoid_moment(n, m, v + hv) - sigmoid_moment(n, m, v - hv)) / (2 * hv)
+    np.testing.assert_allclose(grad_m, fd_m, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(grad_v, fd_v, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 2])
+def test_grad_at_zero_variance(n):
+    m = jnp.array([0.0, 0.4, -3.0, 50.0, -50.0])
+    v = jnp.zeros_like(m)
+    grad_m, grad_v = jax.vmap(jax.grad(sigmoid_moment, argnums=(1, 2)), in_axes=(None, 0, 0))(
+        n, m, v
+    )
+    assert jnp.all(jnp.isfinite(grad_m)) and jnp.all(jnp.isfinite(grad_v))
+    np.testing.assert_allclose(grad_m, sigmoid_moment(n + 1, m, 0.0), rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(grad_v, 0.5 * sigmoid_moment(n + 2, m, 0.0), rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [-1, 1])
+def test_second_derivatives(n):
+    def f(mv):
+        return sigmoid_moment(n, mv[0], mv[1])
+
+    hess = jax.hessian(f)
+    for mv in ([0.7, 0.0], [-0.3, 0.5], [0.7, 2.0], [4.0, 300.0]):
+        assert jnp.all(jnp.isfinite(hess(jnp.array(mv))))
+    mv = jnp.array([0.7, 2.0])
+    m, v = mv
+    expected = jnp.array(
+        [
+            [sigmoid_moment(n + 2, m, v), 0.5 * sigmoid_moment(n + 3, m, v)],
+            [0.5 * sigmoid_moment(n + 3, m, v), 0.25 * sigmoid_moment(n + 4, m, v)],
+        ]
+    )
+    np.testing.assert_allclose(hess(mv), expected, rtol=1e-14, atol=1e-15)
+    grad = jax.grad(f)
+    h = 1e-4
+    fd = jnp.stack([(grad(mv + h * e) - grad(mv - h * e)) / (2 * h) for e in jnp.eye(2)])
+    np.testing.assert_allclose(hess(mv), fd, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", [-1, 0, 1, 2, 3])
+def test_float32(n):
+    m, v = _grid()
+    out32 = sigmoid_moment(n, jnp.asarray(m, jnp.float32), jnp.asarray(v, jnp.float32))
+    assert out32.dtype == jnp.float32
+    assert jnp.all(jnp.isfinite(out32))
+    out64 = np.asarray(sigmoid_moment(n, m, v))  # checked against quad above
+    err = np.abs(np.asarray(out32, np.float64) - out64) / np.maximum(1.0, np.abs(out64))
+    assert err.max() <= 1e-5, f"n={n}: float32 max (relative for |E| > 1) error {err.max():.2e}"
+    grad_m, grad_v = jax.vmap(jax.grad(sigmoid_moment, argnums=(1, 2)), in_axes=(None, 0, 0))(
+        n, jnp.asarray(m.ravel(), jnp.float32), jnp.asarray(v.ravel(), jnp.float32)
+    )
+    assert grad_m.dtype == jnp.float32
+    assert jnp.all(jnp.isfinite(grad_m)) and jnp.all(jnp.isfinite(grad_v))
+
+
+def test_vmap_jit(getkey):
+    m = 10 * jax.random.normal(getkey(), (100,))
+    v = jnp.exp(4 * jax.random.normal(getkey(), (100,))).at[:5].set(0.0)
+    for n in (-1, 0, 1):
+        direct = sigmoid_moment(n, m, v)
+        batched = jax.jit(jax.vmap(functools.partial(sigmoid_moment, n)))(m, v)
+        assert batched.shape == (100,)
+        np.testing.assert_allclose(batched, direct, rtol=1e-13, atol=1e-15)
+        grad = jax.grad(functools.partial(sigmoid_moment, n), argnums=(0, 1))
+        grads = jax.jit(jax.vmap(grad))(m, v)
+        assert all(jnp.all(jnp.isfinite(g)) for g in grads)
+    # Broadcasting of m against v.
+    assert sigmoid_moment(0, jnp.zeros((3, 1)), jnp.ones((4,))).shape == (3, 4)
+
+
+def test_invalid_order():
+    with pytest.raises(ValueError):
+        sigmoid_moment(-2, 0.0, 1.0)
+
+
+def test_gauss_hermite():
+    z, w = gauss_hermite(20)
+    assert z.shape == w.shape == (20,)
+    np.testing.assert_allclose(np.sum(w), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(np.sum(w * z**2), 1.0, rtol=1e-13)
+    np.testing.assert_allclose(np.sum(w * z**4), 3.0, rtol=1e-13)
+    np.testing.assert_allclose(np.sum(w * np.cos(z)), np.exp(-0.5), rtol=1e-13)
