@@ -19,9 +19,13 @@ fi
 STAMP=.venv/.modecollapse-install-stamp
 WANT="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [[ ! -f $STAMP || "$(cat "$STAMP")" != "$WANT" ]] || ! .venv/bin/python -c 'import modecollapse' 2>/dev/null; then
-  echo "installing modecollapse and its dependencies into .venv ..." >&2
-  .venv/bin/python -m pip install --quiet --upgrade pip >&2
-  .venv/bin/python -m pip install --quiet -e ".[test]" >&2
+  echo "installing modecollapse and its dependencies into .venv (log: .venv/install.log) ..." >&2
+  if ! { .venv/bin/python -m pip install --upgrade pip \
+         && .venv/bin/python -m pip install -e ".[test]"; } > .venv/install.log 2>&1; then
+    tail -n 20 .venv/install.log >&2
+    echo "error: installation failed; see .venv/install.log" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
