@@ -107,3 +107,9 @@ def test_mc_fixed_flow_approaches_exact_flow():
             rel_err(mc.solve_full(family, target, mc.NoAnnealing(), ts, estimator=est).R, exact.R)
         )
     assert errs[1] < errs[0] and errs[1] < 0.02, errs
+
+
+@pytest.mark.slow
+def test_full_flow_matches_theory_at_large_d():
+    """The same agreement at d = 20000 with a singular antipodal target (run with `-m slow`)."""
+    test_full_flow_matches_theory(20_000, "antipodal")

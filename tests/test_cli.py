@@ -120,11 +120,13 @@ def test_unreadable_or_non_toml_file(tmp_path, capsys, content):
 
 
 def test_bad_arguments(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("not a folder")
     for argv, key in [
         (["compare", "--dims", "8,x", "--out", str(tmp_path / "o")], "--dims"),
         (["compare", "--dims", "0,8", "--out", str(tmp_path / "o")], "--dims"),
         (["run"], "--out"),
         (["frobnicate"], "frobnicate"),
+        (["run", "--out", str(tmp_path / "file.txt")], "--out"),
     ]:
         with pytest.raises(SystemExit) as e:
             main(argv)
