@@ -2,7 +2,6 @@
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._mixtures import GaussianMixture, IsotropicMixture
@@ -85,7 +84,7 @@ def solve_full(
     ```
     """
     y0 = (family.means, family.logits, family.log_scale)
-    sol = integrate(
+    return integrate(
         _full_vector_field,
         y0,
         (target, schedule, estimator, rates),
@@ -94,12 +93,5 @@ def solve_full(
         _full_save,
         fixed_step=estimator.fixed_step,
         breakpoints=schedule.breakpoints,
-    )
-    saved, final = sol.ys  # pyright: ignore
-    return Trajectory(
-        ts=ts,
-        **saved,
-        result=sol.result,
-        num_steps=jnp.asarray(sol.stats["num_steps"]),
-        final=IsotropicMixture(*jax.tree.map(lambda x: x[-1], final)),
+        final=lambda y: IsotropicMixture(*y),
     )

@@ -5,8 +5,11 @@ from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from ._summary import Trajectory
 
 _SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
     "tsit5": dfx.Tsit5,
@@ -56,13 +59,14 @@ def integrate(
     *,
     fixed_step: float | None = None,
     breakpoints: tuple[float, ...] = (),
-) -> dfx.Solution:
-    """Integrate dy/dt = vector_field(t, y, args) over [ts[0], ts[-1]].
+    final: Callable[[Any], Any] = lambda y: y,
+) -> Trajectory:
+    """Integrate dy/dt = vector_field(t, y, args) over [ts[0], ts[-1]] into a `Trajectory`.
 
-    Saves `save(t, y, args)` at `ts` (first sub-save) and y at the final time (second sub-save).
+    Saves the record `save(t, y, args)` at `ts`, and `final(y)` of the state at the final time.
     With `fixed_step`, uses explicit Euler with that step (the SGD route); otherwise the adaptive
     solver of `options`, stepping exactly onto the schedule's kinks `breakpoints`. Never raises on a
-    failed solve: check `solution.result`.
+    failed solve: see `Trajectory.failure`.
     """
     if fixed_step is not None:
         solver: dfx.AbstractSolver = dfx.Euler()
@@ -77,7 +81,7 @@ def integrate(
         dt0 = None
     saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save), dfx.SubSaveAt(t1=True)])
     meter = dfx.TqdmProgressMeter() if options.progress else dfx.NoProgressMeter()
-    return dfx.diffeqsolve(
+    sol = dfx.diffeqsolve(
         dfx.ODETerm(vector_field),
         solver,
         ts[0],
@@ -90,4 +94,12 @@ def integrate(
         max_steps=options.max_steps,
         throw=False,
         progress_meter=meter,
+    )
+    saved, last = sol.ys  # pyright: ignore
+    return Trajectory(
+        ts=ts,
+        **saved,
+        result=sol.result,
+        num_steps=jnp.asarray(sol.stats["num_steps"]),
+        final=final(jax.tree.map(lambda x: x[-1], last)),
     )

@@ -122,7 +122,7 @@ def solve_theory(
     ```
     """
     dim = jnp.asarray(dim, dtype=state.R.dtype)
-    sol = integrate(
+    return integrate(
         _theory_field,
         state,
         (target, schedule, rates, dim),
@@ -130,12 +130,4 @@ def solve_theory(
         options,
         _theory_save,
         breakpoints=schedule.breakpoints,
-    )
-    saved, final = sol.ys  # pyright: ignore
-    return Trajectory(
-        ts=ts,
-        **saved,
-        result=sol.result,
-        num_steps=jnp.asarray(sol.stats["num_steps"]),
-        final=jax.tree.map(lambda x: x[-1], final),
     )
