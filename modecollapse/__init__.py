@@ -6,11 +6,13 @@ Layout (each private module names the equations of docs/theory.md it implements)
 - Gaussian integrals: `_integrals` (1-D, exact), `_expectations` (logit statistics);
 - objectives and estimators: `_objective`;
 - full flow: `_flow`; theory (summary statistics): `_summary`, `_theory`;
-- schedules: `_schedules`; experiments and CLI: `_config`, `_experiment`, `_run`, `_cli`.
+- schedules: `_schedules`; metrics: `metrics` (`_metrics`);
+- experiments and CLI: `_config`, `_experiment`, `_run`, `_cli`.
 """
 
 import importlib.metadata
 
+from . import metrics as metrics
 from ._config import (
     ConfigError as ConfigError,
     Experiment as Experiment,

@@ -4,6 +4,7 @@ import sys
 from typing import Any
 
 import jax
+import jax.random as jr
 import numpy as np
 
 from ._config import Experiment
@@ -14,11 +15,19 @@ from ._experiment import (
     run_theory,
     trajectory_record,
 )
+from ._metrics import trajectory_outcome
 from ._plotting import compare_figure, overlaps_figure
+from ._summary import TargetStatistics
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _outcome(traj, problem) -> dict[str, Any]:
+    key = jr.fold_in(jr.key(problem.experiment.seed), 1)
+    stats = TargetStatistics.from_target(problem.target)
+    return trajectory_outcome(traj, stats, problem.experiment.dim, key).to_dict()
 
 
 def run_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[str, Any], bytes]:
@@ -58,8 +67,14 @@ def run_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[str, A
             "theory": t_sec["compile"],
             "full": None if f_sec is None else f_sec["compile"],
         },
+        "outcome": _outcome(theory, problem),
+        "outcome_full": None if full is None else _outcome(full, problem),
         "config": exp.to_dict(),
     }
+    print(
+        f"outcome (theory): {result['outcome']['label']}, masses "
+        + ", ".join(f"{m:.3f}" for m in result["outcome"]["masses"])
+    )
     if result["max_abs_diff"] is not None:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff"].items())
         print(f"max |full - theory|: {diffs}")

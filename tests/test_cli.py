@@ -173,6 +173,9 @@ def test_run_end_to_end(tmp_path):
     assert set(result["max_abs_diff"]) >= {"R", "Q", "weights", "scale"}
     assert max(result["max_abs_diff"].values()) < 1e-4
     assert result["config"]["dim"] == 3
+    for block in ("outcome", "outcome_full"):
+        assert set(result[block]) >= {"masses", "covered", "emc", "mode_score", "kl", "label"}
+        assert result[block]["label"] in mc.metrics.LABELS
     assert (out / "overlaps.png").read_bytes()[:4] == b"\x89PNG"
 
 

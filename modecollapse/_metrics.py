@@ -1,0 +1,329 @@
+"""Mode-collapse metrics and the outcome classifier (docs/theory.md, §9, eqs. (C1)–(C6)).
+
+Every metric of a mixture q is computed from the summary statistics alone: the target logits of a
+sample x ~ N(m_k, s² I) are Gaussian with a law fixed by (R, Q, log s) (eq. (G1)), so samples are
+drawn directly in the J-dimensional logit space, with no d-dimensional work. Sample-based versions
+(`sample_*`) take points x from any q (e.g. a normalizing flow).
+"""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._expectations import _sqrt_psd, expected_softmax_stats
+from ._mixtures import GaussianMixture
+from ._objective import gram_objective
+from ._summary import GramState, TargetStatistics, Trajectory
+
+LABELS = ("covered", "mean_alignment", "vanishing_weight", "other", "failed")
+"""Outcome labels; `Outcome.label` is an index into this tuple."""
+
+
+class Thresholds(eqx.Module):
+    """The documented thresholds of the classifier (eq. (C6)).
+
+    **Arguments:**
+
+    - `coverage`: a mode j is covered if its mass exceeds `coverage`·ρ_j (default 0.1).
+    - `weight`: a component is negligible (vanished) if its weight is below this (default 0.01).
+    - `reach`: a component has reached mode j once |m_k − μ_j| ≤ `reach`·σ (default 1).
+
+    **Example:**
+    ```python
+    th = Thresholds(coverage=0.2)
+    ```
+    """
+
+    coverage: float = 0.1
+    weight: float = 0.01
+    reach: float = 1.0
+
+
+def component_mode_masses(state: GramState, target: TargetStatistics) -> Float[Array, "k j"]:
+    """E_k[π_j]: the target responsibility of mode j averaged over component k (eq. (C1)).
+
+    **Arguments:**
+
+    - `state`: summary statistics of q.
+    - `target`: the target's statistics.
+
+    **Returns:** a (K, J) array whose rows sum to 1.
+
+    **Example:**
+    ```python
+    e = component_mode_masses(GramState.from_models(q, p), TargetStatistics.from_target(p))
+    ```
+    """
+    s2 = jnp.exp(2 * state.log_scale)
+    sig2 = target.scale**2
+    mean_p = target.log_weights + (state.R - 0.5 * jnp.diag(target.T)) / sig2
+    cov_p = s2 * target.T / sig2**2
+    return jax.vmap(lambda m: expected_softmax_stats(m, cov_p)[1])(mean_p)
+
+
+def mode_masses(state: GramState, target: TargetStatistics) -> Float[Array, " j"]:
+    """Mass of q captured by each target mode, mass_j = Σ_k w_k E_k[π_j], exact (eq. (C1)).
+
+    **Arguments:**
+
+    - `state`: summary statistics of q.
+    - `target`: the target's statistics.
+
+    **Returns:** a (J,) array summing to 1.
+
+    **Example:**
+    ```python
+    mode_masses(GramState.from_models(q, p), TargetStatistics.from_target(p))  # ≈ ρ if covered
+    ```
+    """
+    return jax.nn.softmax(state.logits) @ component_mode_masses(state, target)
+
+
+def _logit_samples(state: GramState, target: TargetStatistics, key: PRNGKeyArray, n: int):
+    """Target logits of n reparameterised samples per component: (K, n, J), eq. (G1)."""
+    s2 = jnp.exp(2 * state.log_scale)
+    sig2 = target.scale**2
+    mean_p = target.log_weights + (state.R - 0.5 * jnp.diag(target.T)) / sig2
+    L = _sqrt_psd(s2 * target.T / sig2**2)
+    z = jr.normal(key, mean_p.shape[:1] + (n, mean_p.shape[1]), dtype=mean_p.dtype)
+    return mean_p[:, None, :] + z @ L.T
+
+
+def _emc(logits, weights, log_rho):
+    """Eq. (C3) from target logits (N, J) of samples with probability weights (N,)."""
+    J = logits.shape[-1]
+    assign = jax.nn.one_hot(jnp.argmax(logits - log_rho, axis=-1), J, dtype=logits.dtype)
+    p = weights @ assign
+    ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return ent / jnp.log(J) if J > 1 else jnp.ones_like(ent)
+
+
+def _mode_score(logits, weights):
+    """Eq. (C4): exp(E_x KL(p(y|x) ‖ p(y))) with p(y|x) the target responsibilities."""
+    log_pi = jax.nn.log_softmax(logits, axis=-1)
+    marginal = weights @ jnp.exp(log_pi)
+    kl = jnp.sum(jnp.exp(log_pi) * (log_pi - jnp.log(marginal)), axis=-1)
+    return jnp.exp(weights @ kl)
+
+
+def _flat_samples(state, target, key, n):
+    logits = _logit_samples(state, target, key, n)
+    K = logits.shape[0]
+    w = jnp.repeat(jax.nn.softmax(state.logits) / n, n)
+    return logits.reshape(K * n, -1), w
+
+
+def entropic_mode_coverage(
+    state: GramState, target: TargetStatistics, key: PRNGKeyArray, n: int = 4096
+) -> Float[Array, ""]:
+    """Entropic mode coverage: samples assigned to argmax_j log N(x; μ_j, σ² I) (eq. (C3)).
+
+    −Σ_j p_j log p_j / log J, with p_j the fraction assigned to mode j: 1 when q spreads its mass
+    evenly over the modes, 0 when it sits on one.
+
+    **Arguments:**
+
+    - `state`, `target`: as in `mode_masses`.
+    - `key`: PRNG key of the samples.
+    - `n`: samples per component (stratified over components, weighted by w_k).
+
+    **Returns:** a scalar in [0, 1].
+
+    **Example:**
+    ```python
+    entropic_mode_coverage(state, target, jr.key(0))
+    ```
+    """
+    logits, w = _flat_samples(state, target, key, n)
+    return _emc(logits, w, target.log_weights)
+
+
+def mode_score(
+    state: GramState, target: TargetStatistics, key: PRNGKeyArray, n: int = 4096
+) -> Float[Array, ""]:
+    """Cluster-based mode score exp(E_x KL(p(y|x) ‖ p(y))), in [1, J] (eq. (C4)).
+
+    **Arguments:**
+
+    - `state`, `target`: as in `mode_masses`.
+    - `key`: PRNG key of the samples.
+    - `n`: samples per component.
+
+    **Returns:** a scalar in [1, J]; exp(H(ρ)) for q = p with well-separated modes, 1 when q sits
+    on one mode.
+
+    **Example:**
+    ```python
+    mode_score(state, target, jr.key(0))
+    ```
+    """
+    logits, w = _flat_samples(state, target, key, n)
+    return _mode_score(logits, w)
+
+
+def _sample_logits(x: Float[Array, "n d"], target: GaussianMixture):
+    return jax.vmap(target._component_logits)(x)
+
+
+def sample_mode_masses(x: Float[Array, "n d"], target: GaussianMixture) -> Float[Array, " j"]:
+    """Sample estimate of mass_j = E_q[π_j(x)] for samples x of any q (eq. (C2)).
+
+    **Arguments:**
+
+    - `x`: samples from q, shape (n, d).
+    - `target`: the target p.
+
+    **Returns:** a (J,) array summing to 1.
+
+    **Example:**
+    ```python
+    sample_mode_masses(flow_samples, p)
+    ```
+    """
+    return jnp.mean(jax.nn.softmax(_sample_logits(x, target), axis=-1), axis=0)
+
+
+def sample_entropic_mode_coverage(x: Float[Array, "n d"], target: GaussianMixture):
+    """Eq. (C3) from samples x of any q, shape (n, d); a scalar in [0, 1]."""
+    n = x.shape[0]
+    return _emc(_sample_logits(x, target), jnp.full(n, 1.0 / n, x.dtype), target.log_weights)
+
+
+def sample_mode_score(x: Float[Array, "n d"], target: GaussianMixture):
+    """Eq. (C4) from samples x of any q, shape (n, d); a scalar in [1, J]."""
+    n = x.shape[0]
+    return _mode_score(_sample_logits(x, target), jnp.full(n, 1.0 / n, x.dtype))
+
+
+class Outcome(eqx.Module):
+    """The metrics of one trajectory at its final time, and its label (eqs. (C1)–(C6)).
+
+    `label` indexes `LABELS`; `status` is 0 for a successful solve, 1 for a failed one (then
+    `label` is `failed`).
+    """
+
+    masses: Float[Array, " j"]
+    n_covered: Int[Array, ""]
+    covered: Bool[Array, ""]
+    emc: Float[Array, ""]
+    mode_score: Float[Array, ""]
+    kl: Float[Array, ""]
+    label: Int[Array, ""]
+    status: Int[Array, ""]
+
+    def to_dict(self) -> dict:
+        """JSON form (unbatched outcomes only)."""
+        return {
+            "masses": [float(m) for m in self.masses],
+            "covered": bool(self.covered),
+            "n_covered": int(self.n_covered),
+            "emc": float(self.emc),
+            "mode_score": float(self.mode_score),
+            "kl": float(self.kl),
+            "label": LABELS[int(self.label)],
+        }
+
+
+def _final_state(traj: Trajectory) -> GramState:
+    w = jnp.clip(traj.weights[-1], jnp.finfo(traj.weights.dtype).tiny, None)
+    return GramState(traj.R[-1], traj.Q[-1], jnp.log(w), jnp.log(traj.scale[-1]))
+
+
+def classify(
+    traj: Trajectory, target: TargetStatistics, thresholds: Thresholds = Thresholds()
+) -> Int[Array, ""]:
+    """Label a trajectory: covered, mean alignment, vanishing weight or other (eq. (C6)).
+
+    - `covered`: every mode has mass > coverage·ρ_j at the final time.
+    - `mean_alignment`: a mode is uncovered, and two or more non-negligible components
+      (weight ≥ `weight`) sit on the same mode (their largest E_k[π_j]).
+    - `vanishing_weight`: a mode is uncovered, and a component that ends negligible fell below
+      `weight` before (or without) its mean reaching a mode (|m_k − μ_j| ≤ reach·σ).
+    - `other`: a mode is uncovered for another reason. `mean_alignment` takes precedence.
+
+    **Arguments:**
+
+    - `traj`: an unbatched trajectory (vmap for batches).
+    - `target`: the target's statistics.
+    - `thresholds`: see `Thresholds`.
+
+    **Returns:** an index into `LABELS`.
+
+    **Example:**
+    ```python
+    LABELS[int(classify(traj, TargetStatistics.from_target(p)))]
+    ```
+    """
+    final = _final_state(traj)
+    e = component_mode_masses(final, target)
+    w = traj.weights[-1]
+    rho = jnp.exp(target.log_weights)
+    all_covered = jnp.all(w @ e > thresholds.coverage * rho)
+    J = e.shape[1]
+    alive = w >= thresholds.weight
+    on_mode = jax.nn.one_hot(jnp.argmax(e, axis=1), J, dtype=w.dtype) * alive[:, None]
+    aligned = jnp.any(jnp.sum(on_mode, axis=0) >= 2)
+    # first save index at which each component is negligible / has reached a mode
+    dist2 = (
+        jnp.diagonal(traj.Q, axis1=1, axis2=2)[:, :, None]
+        - 2 * traj.R
+        + jnp.diag(target.T)[None, None, :]
+    )
+    reached = jnp.min(dist2, axis=2) <= (thresholds.reach * target.scale) ** 2
+    n_t = traj.weights.shape[0]
+    first = lambda flags: jnp.where(jnp.any(flags, 0), jnp.argmax(flags, 0), n_t)  # noqa: E731
+    t_vanish = first(traj.weights < thresholds.weight)
+    t_reach = first(reached)
+    vanished = (w < thresholds.weight) & (t_vanish <= t_reach)
+    return jnp.where(
+        all_covered, 0, jnp.where(aligned, 1, jnp.where(jnp.any(vanished), 2, 3))
+    ).astype(jnp.int32)
+
+
+def trajectory_outcome(
+    traj: Trajectory,
+    target: TargetStatistics,
+    dim,
+    key: PRNGKeyArray,
+    thresholds: Thresholds = Thresholds(),
+    n_samples: int = 4096,
+) -> Outcome:
+    """All metrics of a trajectory at its final time (vmap-able; failures labelled `failed`).
+
+    **Arguments:**
+
+    - `traj`: a trajectory of either route.
+    - `target`: the target's statistics.
+    - `dim`: d (for the final KL, eq. (F3) at β = 1).
+    - `key`: PRNG key of the sample-based metrics.
+    - `thresholds`, `n_samples`: see `Thresholds`; samples per component.
+
+    **Returns:** an `Outcome`.
+
+    **Example:**
+    ```python
+    out = trajectory_outcome(traj, TargetStatistics.from_target(p), p.dim, jr.key(0))
+    out.to_dict()
+    ```
+    """
+    final = _final_state(traj)
+    masses = mode_masses(final, target)
+    rho = jnp.exp(target.log_weights)
+    covered_modes = masses > thresholds.coverage * rho
+    finite = jnp.all(jnp.isfinite(traj.R)) & jnp.all(jnp.isfinite(traj.Q))
+    finite = finite & jnp.all(jnp.isfinite(traj.weights)) & jnp.all(jnp.isfinite(traj.scale))
+    ok = (traj.result == dfx.RESULTS.successful) & finite
+    label = jnp.where(ok, classify(traj, target, thresholds), LABELS.index("failed"))
+    return Outcome(
+        masses=masses,
+        n_covered=jnp.sum(covered_modes).astype(jnp.int32),
+        covered=jnp.all(covered_modes),
+        emc=entropic_mode_coverage(final, target, key, n_samples),
+        mode_score=mode_score(final, target, key, n_samples),
+        kl=gram_objective(final, target, 1.0, dim),
+        label=label.astype(jnp.int32),
+        status=jnp.where(ok, 0, 1).astype(jnp.int32),
+    )

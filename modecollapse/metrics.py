@@ -1,0 +1,16 @@
+"""Mode-collapse metrics (docs/theory.md, §9): masses, coverage, EMC, mode score, KL, outcome."""
+
+from ._metrics import (
+    LABELS as LABELS,
+    Outcome as Outcome,
+    Thresholds as Thresholds,
+    classify as classify,
+    component_mode_masses as component_mode_masses,
+    entropic_mode_coverage as entropic_mode_coverage,
+    mode_masses as mode_masses,
+    mode_score as mode_score,
+    sample_entropic_mode_coverage as sample_entropic_mode_coverage,
+    sample_mode_masses as sample_mode_masses,
+    sample_mode_score as sample_mode_score,
+    trajectory_outcome as trajectory_outcome,
+)

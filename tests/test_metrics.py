@@ -1,0 +1,133 @@
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import modecollapse as mc
+from modecollapse import metrics
+
+
+def _target(rho=(0.5, 0.5), d=4):
+    U = jnp.zeros((2, d)).at[0, 0].set(5.0).at[1, 0].set(-5.0)
+    return mc.GaussianMixture(U, jnp.array(rho), 1.0)
+
+
+def _trajectory(Ms, ws, p, s=1.0):
+    """A hand-made trajectory through the given means (T, K, d) and weights (T, K)."""
+    Ms, ws = jnp.asarray(Ms), jnp.asarray(ws)
+    T = Ms.shape[0]
+    return mc.Trajectory(
+        ts=jnp.arange(T, dtype=float),
+        R=Ms @ p.means.T,
+        Q=jnp.einsum("tkd,tld->tkl", Ms, Ms),
+        weights=ws,
+        scale=jnp.full(T, s),
+        objective=jnp.zeros(T),
+        result=dfx.RESULTS.successful,
+        num_steps=jnp.array(T),
+        final=mc.GramState(jnp.zeros((1, 1)), jnp.zeros((1, 1)), jnp.zeros(1), jnp.zeros(())),
+    )
+
+
+def _outcome(traj, p, key):
+    return metrics.trajectory_outcome(traj, mc.TargetStatistics.from_target(p), p.dim, key)
+
+
+def test_q_equal_p_is_covered(getkey):
+    p = _target((0.7, 0.3))
+    traj = _trajectory(jnp.stack([p.means] * 2), [[0.7, 0.3]] * 2, p)
+    out = _outcome(traj, p, getkey())
+    np.testing.assert_allclose(out.masses, [0.7, 0.3], atol=1e-6)
+    assert metrics.LABELS[int(out.label)] == "covered" and bool(out.covered)
+    assert int(out.n_covered) == 2 and abs(float(out.kl)) < 1e-8
+    h = -(0.7 * np.log(0.7) + 0.3 * np.log(0.3))
+    np.testing.assert_allclose(out.emc, h / np.log(2), atol=0.02)  # ±5σ of 2 × 4096 samples
+    np.testing.assert_allclose(out.mode_score, np.exp(h), atol=0.02)
+
+
+def test_mean_alignment(getkey):
+    p = _target()
+    both_on_mode_1 = jnp.stack([p.means[0], p.means[0]])  # singular Q
+    traj = _trajectory(jnp.stack([both_on_mode_1] * 3), [[0.5, 0.5]] * 3, p)
+    out = _outcome(traj, p, getkey())
+    assert metrics.LABELS[int(out.label)] == "mean_alignment"
+    np.testing.assert_allclose(out.masses, [1.0, 0.0], atol=1e-6)
+    assert int(out.n_covered) == 1 and not bool(out.covered)
+    assert float(out.emc) < 1e-6 and abs(float(out.mode_score) - 1.0) < 1e-6
+    np.testing.assert_allclose(out.kl, np.log(2), atol=1e-6)  # KL(δ-mode ‖ ½,½) = log 2
+
+
+def test_vanishing_weight(getkey):
+    p = _target()
+    # component 2 stays midway (never reaches a mode) while its weight decays to 1e-4
+    M = jnp.stack([p.means[0], jnp.zeros(4)])
+    ws = [[0.5, 0.5], [0.9, 0.1], [0.999, 0.001], [0.9999, 0.0001]]
+    out = _outcome(_trajectory(jnp.stack([M] * 4), ws, p), p, getkey())
+    assert metrics.LABELS[int(out.label)] == "vanishing_weight"
+    # the same weights, but the component reached mode 2 first: then not a vanishing weight
+    M2 = jnp.stack([p.means[0], p.means[1]])
+    out2 = _outcome(_trajectory(jnp.stack([M2] * 4), ws, p), p, getkey())
+    assert metrics.LABELS[int(out2.label)] != "vanishing_weight"
+
+
+def test_other_and_failed(getkey):
+    p = _target()
+    one = _trajectory(jnp.stack([p.means[:1]] * 2), [[1.0]] * 2, p)
+    assert metrics.LABELS[int(_outcome(one, p, getkey()).label)] == "other"
+    bad = _trajectory(jnp.stack([p.means] * 2), [[0.5, 0.5]] * 2, p)
+    bad = mc.Trajectory(**{**bad.__dict__, "R": bad.R.at[-1, 0, 0].set(jnp.nan)})
+    out = _outcome(bad, p, getkey())
+    assert metrics.LABELS[int(out.label)] == "failed" and int(out.status) == 1
+
+
+def test_sample_estimators_agree_with_exact(getkey):
+    p = _target((0.6, 0.4), d=3)
+    q = mc.IsotropicMixture(
+        jnp.array([[1.0, 0.5, 0.0], [-2.0, 0.0, 1.0]]), jnp.array([0.3, 0.0]), jnp.log(1.5)
+    )
+    stats = mc.TargetStatistics.from_target(p)
+    state = mc.GramState.from_models(q, p)
+    x = q.sample(getkey(), (400_000,))
+    exact = metrics.mode_masses(state, stats)
+    np.testing.assert_allclose(metrics.sample_mode_masses(x, p), exact, atol=4 * 0.5 / 632)
+    np.testing.assert_allclose(
+        metrics.sample_entropic_mode_coverage(x, p),
+        metrics.entropic_mode_coverage(state, stats, getkey(), 100_000),
+        atol=0.01,
+    )
+    np.testing.assert_allclose(
+        metrics.sample_mode_score(x, p),
+        metrics.mode_score(state, stats, getkey(), 100_000),
+        atol=0.01,
+    )
+
+
+def test_metrics_vmap_over_trajectories(getkey):
+    p = _target()
+    stats = mc.TargetStatistics.from_target(p)
+    trajs = [
+        _trajectory(jnp.stack([p.means] * 2), [[0.5, 0.5]] * 2, p),
+        _trajectory(jnp.stack([jnp.stack([p.means[0]] * 2)] * 2), [[0.5, 0.5]] * 2, p),
+    ]
+    batch = jax.tree.map(lambda *xs: jnp.stack(xs), *trajs)
+    labels = jax.vmap(lambda t: metrics.classify(t, stats))(batch)
+    assert [metrics.LABELS[int(i)] for i in labels] == ["covered", "mean_alignment"]
+
+
+def test_run_flow_ends_covered_with_default_experiment():
+    """The default experiment (annealed, trainable scale) at d = 64 ends covered (theory route)."""
+    exp = mc.load_experiment(None).with_dim(64)
+    problem = mc.build_problem(exp)
+    traj = mc.solve_theory(
+        mc.GramState.from_models(problem.family, problem.target),
+        mc.TargetStatistics.from_target(problem.target),
+        problem.schedule,
+        problem.ts,
+        dim=64,
+        rates=problem.rates,
+    )
+    out = metrics.trajectory_outcome(
+        traj, mc.TargetStatistics.from_target(problem.target), 64, jr.key(0)
+    )
+    assert metrics.LABELS[int(out.label)] == "covered"
