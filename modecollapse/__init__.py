@@ -29,6 +29,11 @@ from ._experiment import (
     build_problem as build_problem,
 )
 from ._flow import LearningRates as LearningRates, solve_full as solve_full
+from ._initial import (
+    initial_state as initial_state,
+    sample_initial_overlaps as sample_initial_overlaps,
+    sample_initial_states as sample_initial_states,
+)
 from ._integrals import sigmoid_moment as sigmoid_moment
 from ._mixtures import (
     AbstractIsotropicMixture as AbstractIsotropicMixture,
@@ -58,6 +63,7 @@ from ._summary import (
     TargetStatistics as TargetStatistics,
     Trajectory as Trajectory,
 )
+from ._sweep import plan_sweep as plan_sweep, run_sweep as run_sweep, summarise as summarise
 from ._theory import solve_theory as solve_theory, theory_vector_field as theory_vector_field
 
 __version__ = importlib.metadata.version("modecollapse")

@@ -86,6 +86,30 @@ def _cmd_compare(args) -> None:
     print(f"wrote {os.path.join(args.out, 'compare.json')} and compare.png")
 
 
+def _cmd_sweep(args) -> None:
+    import tomllib
+
+    if args.config is None:
+        from ._config import DEFAULT_SWEEP_TOML
+
+        raw = tomllib.loads(DEFAULT_SWEEP_TOML)
+    else:
+        load_experiment(args.config)  # readable, valid TOML and a valid base experiment
+        with open(args.config, "rb") as f:
+            raw = tomllib.load(f)
+    from ._sweep import plan_sweep
+
+    plan = plan_sweep(raw, args.route)
+    _check_out(args.out)
+    from ._run import sweep_experiment
+
+    summary = sweep_experiment(plan, args.out, resume=args.resume, progress=_progress(args))
+    print(
+        f"wrote {os.path.join(args.out, 'results.nc')}, summary.json and phase.png "
+        f"({summary['trajectories_per_second']:.0f} trajectories/s)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="modecollapse",
@@ -132,6 +156,27 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated dimensions (default: 8,64,512,4096)",
     )
     compare.set_defaults(func=_cmd_compare)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="P(collapse) over a grid of parameters and seeds (batched, checkpointed)",
+        description="Run every (grid point, seed) of the experiment's [sweep] table as batched, "
+        "jit-compiled chunks sharded over the local devices; checkpoint after every chunk. "
+        "Writes DIR/results.nc, DIR/summary.json and DIR/phase.png.",
+    )
+    common(sweep, "experiment TOML file with a [sweep] table (default: a built-in sweep)")
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from DIR/checkpoint.npz after an interruption",
+    )
+    sweep.add_argument(
+        "--route",
+        choices=("theory", "full"),
+        default="theory",
+        help="theory ODE (default) or the full d-dimensional flow",
+    )
+    sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 

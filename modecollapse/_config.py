@@ -60,6 +60,23 @@ atol = 1e-9
 """
 
 
+DEFAULT_SWEEP_TOML = (
+    DEFAULT_TOML.replace("dim = 64", "dim = 256")
+    .replace('kind = "linear"\nbeta0 = 0.2\nduration = 20.0', 'kind = "none"')
+    .replace("scale = 0.01 }", "scale = 0.0 }")
+    + """
+# Built-in sweep: mean alignment against the initial norm and the target weight (scale frozen,
+# no annealing), 200 seeds per cell on the theory route.
+[sweep]
+seeds = 200
+chunk = 1000
+[sweep.parameters]
+"variational.init.norm" = [0.5, 1.0, 2.0, 4.0, 8.0]
+"target.weights" = [[0.5, 0.5], [0.7, 0.3], [0.9, 0.1]]
+"""
+)
+
+
 class ConfigError(ValueError):
     """A malformed experiment file or argument; the message is one line and names the key."""
 
@@ -101,6 +118,13 @@ class SimulationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    parameters: dict[str, tuple[Any, ...]]
+    seeds: int
+    chunk: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """A parsed, validated experiment. Build one with `load_experiment` or `parse_experiment`."""
 
@@ -112,10 +136,15 @@ class Experiment:
     variational: VariationalConfig
     annealing: AnnealingConfig
     simulation: SimulationConfig
+    sweep: SweepConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["annealing"] = {k: v for k, v in out["annealing"].items() if v is not None}
+        if out["sweep"] is None:
+            del out["sweep"]
+        elif self.sweep is not None:
+            out["sweep"]["parameters"] = {k: list(v) for k, v in self.sweep.parameters.items()}
         return out
 
     def with_dim(self, dim: int) -> "Experiment":
@@ -331,8 +360,34 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
         max_steps=st.integer("max_steps", 100_000, low=1),
     )
     st.done()
+    sweep = _sweep_table(top.table("sweep")) if "sweep" in data else None
     top.done()
-    return Experiment(dim, t_end, save_points, seed, target, variational, annealing, simulation)
+    return Experiment(
+        dim, t_end, save_points, seed, target, variational, annealing, simulation, sweep
+    )
+
+
+def _sweep_table(sw: _Table) -> SweepConfig:
+    """`[sweep]`: parameters {dotted key: [values]}, seeds, chunk (validated per point later)."""
+    params = sw.table("parameters")
+    parameters: dict[str, tuple[Any, ...]] = {}
+
+    def collect(node: dict, prefix: str) -> None:
+        # Quoted dotted keys ("a.b" = [...]) and nested tables (a.b = [...]) mean the same.
+        for name, values in node.items():
+            if isinstance(values, dict):
+                collect(values, f"{prefix}{name}.")
+            elif not isinstance(values, list) or not values:
+                raise ConfigError(
+                    f"`{params.key(prefix + name)}`: expected a non-empty list of values."
+                )
+            else:
+                parameters[prefix + name] = tuple(values)
+
+    collect(params.data, "")
+    out = SweepConfig(parameters, sw.integer("seeds", low=1), sw.integer("chunk", low=1))
+    sw.done()
+    return out
 
 
 def load_experiment(path: str | None) -> Experiment:

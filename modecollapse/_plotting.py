@@ -124,3 +124,97 @@ def compare_figure(report: dict[str, Any]) -> bytes:
     fig.suptitle("full d-dimensional flow (circles) against the summary-statistic ODE (lines)")
     fig.tight_layout()
     return _png(fig)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, list):
+        return "/".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def _heatmap(ax, grid, ci, xs, ys, xname, yname, title, annotate=True):
+    img = ax.imshow(
+        np.asarray(grid, float).T, origin="lower", cmap="magma_r", vmin=0, vmax=1, aspect="auto"
+    )
+    ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
+    ax.set_xlabel(xname)
+    ax.set_ylabel(yname)
+    ax.set_title(title)
+    if annotate:
+        for i in range(len(xs)):
+            for j in range(len(ys)):
+                p = grid[i][j]
+                if p is None:
+                    continue
+                text = f"{p:.2f}"
+                if ci is not None:
+                    lo, hi = ci[i][j]
+                    text += f"\n[{lo:.2f}, {hi:.2f}]"
+                ax.text(
+                    i,
+                    j,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if p > 0.55 else "black",
+                )
+    return img
+
+
+def phase_figure(summary: dict[str, Any]) -> bytes:
+    """phase.png of a sweep: P(collapse) with Wilson 95% intervals, and each mechanism."""
+    params = summary["parameters"]
+    names = list(params)
+    p, ci, per = summary["p_collapse"], summary["p_collapse_ci"], summary["p_label"]
+    mechanisms = ("mean_alignment", "vanishing_weight")
+    title = f"{summary['route']} route, {summary['seeds']} seeds per cell"
+    if len(names) >= 2:
+        # first two parameters on the axes; any further ones fixed at their first value
+        grid = np.asarray(p, dtype=object)
+        grid = grid.reshape(grid.shape[:2] + (-1,))[:, :, 0].tolist()
+        cig = np.asarray(ci, dtype=object)
+        cig = cig.reshape(cig.shape[:2] + (-1, 2))[:, :, 0, :].tolist()
+        xs, ys = params[names[0]], params[names[1]]
+        fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+        img = _heatmap(axes[0], grid, cig, xs, ys, names[0], names[1], "P(collapse) [Wilson 95%]")
+        for ax, mech in zip(axes[1:], mechanisms):
+            m = np.asarray(per[mech], dtype=object)
+            m = m.reshape(m.shape[:2] + (-1,))[:, :, 0].tolist()
+            _heatmap(ax, m, None, xs, ys, names[0], names[1], f"P({mech.replace('_', ' ')})")
+        fig.colorbar(img, ax=axes, fraction=0.02)
+        if len(names) > 2:
+            title += "; " + ", ".join(f"{n} = {_fmt(params[n][0])}" for n in names[2:])
+    elif len(names) == 1:
+        xs = params[names[0]]
+        x = np.arange(len(xs))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        arr = np.array([np.nan if v is None else v for v in p], float)
+        lo = np.array([np.nan if c[0] is None else c[0] for c in ci], float)
+        hi = np.array([np.nan if c[1] is None else c[1] for c in ci], float)
+        ax.plot(x, arr, marker="o", color="k", label="P(collapse)")
+        ax.fill_between(x, lo, hi, color="k", alpha=0.15, label="Wilson 95%")
+        for k, mech in enumerate(mechanisms):
+            ax.plot(
+                x,
+                [np.nan if v is None else v for v in per[mech]],
+                marker="s",
+                ls="--",
+                color=f"C{k}",
+                label=f"P({mech.replace('_', ' ')})",
+            )
+        ax.set_xticks(x, [_fmt(v) for v in xs])
+        ax.set_xlabel(names[0])
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = list(summary["labels"])
+        ax.bar(labels, [summary["labels"][k] for k in labels], color="C0")
+        ax.set_ylabel("trajectories")
+        lo, hi = ci
+        title += f"; P(collapse) = {p:.3f} [{lo:.3f}, {hi:.3f}]"
+    fig.suptitle(title)
+    return _png(fig)

@@ -1,5 +1,6 @@
 """The `run` and `compare` jobs: solve, assemble the JSON records, draw the figures."""
 
+import os
 import sys
 from typing import Any
 
@@ -138,3 +139,31 @@ def compare_experiment(
         "config": exp.to_dict(),
     }
     return report, compare_figure(report)
+
+
+def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = False):
+    """Run a sweep and write results.nc, summary.json and phase.png into `out`.
+
+    **Arguments:**
+
+    - `plan`: from `plan_sweep`.
+    - `out`: the output folder; its checkpoint.npz is kept (and reused by `resume`).
+    - `resume`, `progress`: see `run_sweep`.
+
+    **Returns:** the summary dictionary.
+
+    **Example:**
+    ```python
+    summary = sweep_experiment(plan_sweep(raw, "theory"), "out/")
+    summary["p_collapse"]
+    ```
+    """
+    from ._cli import _json, _write_outputs
+    from ._plotting import phase_figure
+    from ._sweep import run_sweep, summarise, write_netcdf
+
+    results = run_sweep(plan, out, resume=resume, progress=progress)
+    summary = summarise(plan, results)
+    write_netcdf(os.path.join(out, "results.nc"), plan, results)
+    _write_outputs(out, {"summary.json": _json(summary), "phase.png": phase_figure(summary)})
+    return summary
