@@ -115,6 +115,7 @@ class SimulationConfig:
     step: float = 0.01
     solver: str = "tsit5"
     max_steps: int = 100_000
+    quadrature_nodes: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +359,9 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
         step=st.number("step", 0.01, low=0.0, low_open=True),
         solver=st.string("solver", SOLVERS, "tsit5"),
         max_steps=st.integer("max_steps", 100_000, low=1),
+        quadrature_nodes=(
+            st.integer("quadrature_nodes", low=2) if "quadrature_nodes" in st.data else None
+        ),
     )
     st.done()
     sweep = _sweep_table(top.table("sweep")) if "sweep" in data else None

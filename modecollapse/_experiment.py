@@ -165,7 +165,7 @@ def build_problem(exp: Experiment) -> Problem:
     sim = exp.simulation
     K = v.components
     if sim.estimator == "exact":
-        estimator: AbstractEstimator = ExactEstimator()
+        estimator: AbstractEstimator = ExactEstimator(sim.quadrature_nodes)
     elif sim.estimator == "mc-fixed":
         estimator = FixedParticles.draw(k_particles, sim.particles, K, exp.dim)
     else:
@@ -177,7 +177,7 @@ def build_problem(exp: Experiment) -> Problem:
 
 def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:
     s = exp.simulation
-    return SolverOptions(s.solver, s.rtol, s.atol, s.max_steps, progress)
+    return SolverOptions(s.solver, s.rtol, s.atol, s.max_steps, progress, s.quadrature_nodes)
 
 
 class NumericalFailure(RuntimeError):

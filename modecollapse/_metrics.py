@@ -42,7 +42,9 @@ class Thresholds(eqx.Module):
     reach: float = 1.0
 
 
-def component_mode_masses(state: GramState, target: TargetStatistics) -> Float[Array, "k j"]:
+def component_mode_masses(
+    state: GramState, target: TargetStatistics, nodes: int | None = None
+) -> Float[Array, "k j"]:
     """E_k[π_j]: the target responsibility of mode j averaged over component k (eq. (C1)).
 
     **Arguments:**
@@ -61,10 +63,12 @@ def component_mode_masses(state: GramState, target: TargetStatistics) -> Float[A
     sig2 = target.scale**2
     mean_p = target.log_weights + (state.R - 0.5 * jnp.diag(target.T)) / sig2
     cov_p = s2 * target.T / sig2**2
-    return jax.vmap(lambda m: expected_softmax_stats(m, cov_p)[1])(mean_p)
+    return jax.vmap(lambda m: expected_softmax_stats(m, cov_p, nodes)[1])(mean_p)
 
 
-def mode_masses(state: GramState, target: TargetStatistics) -> Float[Array, " j"]:
+def mode_masses(
+    state: GramState, target: TargetStatistics, nodes: int | None = None
+) -> Float[Array, " j"]:
     """Mass of q captured by each target mode, mass_j = Σ_k w_k E_k[π_j], exact (eq. (C1)).
 
     **Arguments:**
@@ -79,7 +83,7 @@ def mode_masses(state: GramState, target: TargetStatistics) -> Float[Array, " j"
     mode_masses(GramState.from_models(q, p), TargetStatistics.from_target(p))  # ≈ ρ if covered
     ```
     """
-    return jax.nn.softmax(state.logits) @ component_mode_masses(state, target)
+    return jax.nn.softmax(state.logits) @ component_mode_masses(state, target, nodes)
 
 
 def _logit_samples(state: GramState, target: TargetStatistics, key: PRNGKeyArray, n: int):
@@ -233,7 +237,10 @@ def _final_state(traj: Trajectory) -> GramState:
 
 
 def classify(
-    traj: Trajectory, target: TargetStatistics, thresholds: Thresholds = Thresholds()
+    traj: Trajectory,
+    target: TargetStatistics,
+    thresholds: Thresholds = Thresholds(),
+    nodes: int | None = None,
 ) -> Int[Array, ""]:
     """Label a trajectory: covered, mean alignment, vanishing weight or other (eq. (C6)).
 
@@ -258,7 +265,7 @@ def classify(
     ```
     """
     final = _final_state(traj)
-    e = component_mode_masses(final, target)
+    e = component_mode_masses(final, target, nodes)
     w = traj.weights[-1]
     rho = jnp.exp(target.log_weights)
     all_covered = jnp.all(w @ e > thresholds.coverage * rho)
@@ -290,6 +297,7 @@ def trajectory_outcome(
     key: PRNGKeyArray,
     thresholds: Thresholds = Thresholds(),
     n_samples: int = 4096,
+    nodes: int | None = None,
 ) -> Outcome:
     """All metrics of a trajectory at its final time (vmap-able; failures labelled `failed`).
 
@@ -300,6 +308,7 @@ def trajectory_outcome(
     - `dim`: d (for the final KL, eq. (F3) at β = 1).
     - `key`: PRNG key of the sample-based metrics.
     - `thresholds`, `n_samples`: see `Thresholds`; samples per component.
+    - `nodes`: quadrature nodes for J ≥ 3 (see `gaussian_expectation`).
 
     **Returns:** an `Outcome`.
 
@@ -310,20 +319,20 @@ def trajectory_outcome(
     ```
     """
     final = _final_state(traj)
-    masses = mode_masses(final, target)
+    masses = mode_masses(final, target, nodes)
     rho = jnp.exp(target.log_weights)
     covered_modes = masses > thresholds.coverage * rho
     finite = jnp.all(jnp.isfinite(traj.R)) & jnp.all(jnp.isfinite(traj.Q))
     finite = finite & jnp.all(jnp.isfinite(traj.weights)) & jnp.all(jnp.isfinite(traj.scale))
     ok = (traj.result == dfx.RESULTS.successful) & finite
-    label = jnp.where(ok, classify(traj, target, thresholds), LABELS.index("failed"))
+    label = jnp.where(ok, classify(traj, target, thresholds, nodes), LABELS.index("failed"))
     return Outcome(
         masses=masses,
         n_covered=jnp.sum(covered_modes).astype(jnp.int32),
         covered=jnp.all(covered_modes),
         emc=entropic_mode_coverage(final, target, key, n_samples),
         mode_score=mode_score(final, target, key, n_samples),
-        kl=gram_objective(final, target, 1.0, dim),
+        kl=gram_objective(final, target, 1.0, dim, nodes),
         label=label.astype(jnp.int32),
         status=jnp.where(ok, 0, 1).astype(jnp.int32),
     )

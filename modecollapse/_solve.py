@@ -31,6 +31,8 @@ class SolverOptions(eqx.Module):
     - `rtol`, `atol`: tolerances of the PID step-size controller.
     - `max_steps`: the solve fails (reported, never silent) beyond this many steps.
     - `progress`: show a tqdm progress bar.
+    - `quadrature`: Gauss–Hermite nodes per dimension for K or J ≥ 3 in the theory (None: the
+      accurate default rule; see `gaussian_expectation`).
 
     **Example:**
     ```python
@@ -43,6 +45,7 @@ class SolverOptions(eqx.Module):
     atol: float = eqx.field(static=True, default=1e-9)
     max_steps: int = eqx.field(static=True, default=100_000)
     progress: bool = eqx.field(static=True, default=False)
+    quadrature: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.solver not in _SOLVERS:

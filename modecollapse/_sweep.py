@@ -195,7 +195,7 @@ def _full_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
             family = IsotropicMixture(means, family.logits, family.log_scale)
         sim = exp.simulation
         if sim.estimator == "exact":
-            estimator: Any = ExactEstimator()
+            estimator: Any = ExactEstimator(sim.quadrature_nodes)
         elif sim.estimator == "mc-fixed":
             estimator = FixedParticles.draw(particle_key, sim.particles, *family.means.shape)
         else:
@@ -233,7 +233,9 @@ def _stack(specs: list[Any]) -> Any:
 def _theory_chunk(specs, options, thresholds):
     def one(state0, stats, schedule, rates, dim, ts, key):
         traj = solve_theory(state0, stats, schedule, ts, dim=dim, rates=rates, options=options)
-        out = trajectory_outcome(traj, stats, dim, key, thresholds, _METRIC_SAMPLES)
+        out = trajectory_outcome(
+            traj, stats, dim, key, thresholds, _METRIC_SAMPLES, options.quadrature
+        )
         return out, traj.num_steps
 
     return jax.vmap(one)(*specs)
@@ -246,7 +248,9 @@ def _full_chunk(specs, options, thresholds):
             family, target, schedule, ts, rates=rates, estimator=estimator, options=options
         )
         stats = TargetStatistics.from_target(target)
-        out = trajectory_outcome(traj, stats, family.dim, key, thresholds, _METRIC_SAMPLES)
+        out = trajectory_outcome(
+            traj, stats, family.dim, key, thresholds, _METRIC_SAMPLES, options.quadrature
+        )
         return out, traj.num_steps
 
     return eqx.filter_vmap(one)(*specs)

@@ -24,6 +24,7 @@ def theory_vector_field(
     schedule: AbstractSchedule,
     rates: LearningRates,
     dim: ArrayLike,
+    nodes: int | None = None,
 ) -> GramState:
     """d(R, Q, a, log s)/dt of the reduced flow (eqs. (T1)–(T5)).
 
@@ -35,6 +36,7 @@ def theory_vector_field(
     - `schedule`: β(t).
     - `rates`: Λ.
     - `dim`: d (it enters only through the scale equation).
+    - `nodes`: Gauss–Hermite nodes per dimension for K or J ≥ 3 (see `gaussian_expectation`).
 
     **Returns:** the time derivative, as a `GramState`.
 
@@ -55,9 +57,9 @@ def theory_vector_field(
     # Logit laws under x ~ N(m_k, s² I) (eq. (G1)) and their softmax statistics.
     mean_q = jax.nn.log_softmax(state.logits) + (Q - 0.5 * q_sq) / s2
     mean_p = target.log_weights + (R - 0.5 * t_sq) / sig2
-    stats = jax.vmap(expected_softmax_stats, (0, None))
-    lse_q, e_q, o_q = stats(mean_q, Q / s2)
-    lse_p, e_p, o_p = stats(mean_p, s2 * T / sig2**2)
+    stats = jax.vmap(expected_softmax_stats, (0, None, None))
+    lse_q, e_q, o_q = stats(mean_q, Q / s2, nodes)
+    lse_p, e_p, o_p = stats(mean_p, s2 * T / sig2**2, nodes)
 
     # Means: ṁ_k = Σ_l A_kl m_l + Σ_j B_kj μ_j (eq. (T1)), hence eq. (T2).
     K = w.shape[0]
@@ -83,12 +85,17 @@ def theory_vector_field(
 
 
 def _theory_field(t, y, args):
-    return theory_vector_field(t, y, *args)
+    target, schedule, rates, dim, nodes = args
+    return theory_vector_field(t, y, target, schedule, rates, dim, nodes.value)
 
 
 def _theory_save(t, y, args):
-    target, schedule, _, dim = args
-    return record(y, gram_objective(y, target, schedule(t), dim))
+    target, schedule, _, dim, nodes = args
+    return record(y, gram_objective(y, target, schedule(t), dim, nodes.value))
+
+
+class _Static(eqx.Module):
+    value: int | None = eqx.field(static=True)
 
 
 @eqx.filter_jit
@@ -125,7 +132,7 @@ def solve_theory(
     return integrate(
         _theory_field,
         state,
-        (target, schedule, rates, dim),
+        (target, schedule, rates, dim, _Static(options.quadrature)),
         ts,
         options,
         _theory_save,

@@ -76,3 +76,13 @@ def test_singular_covariance_has_finite_gradients():
     assert bool(
         jnp.all(jnp.isfinite(jax.grad(mc.expected_lse, argnums=1)(mean, jnp.zeros((3, 3)))))
     )
+
+
+def test_coarser_rule_is_close_and_differentiable(getkey):
+    mean = jr.normal(getkey(), (3,))
+    cov = _random_cov(getkey(), 3, 1.0)
+    fine = mc.expected_softmax_stats(mean, cov)
+    coarse = mc.expected_softmax_stats(mean, cov, 16)
+    np.testing.assert_allclose(coarse[1], fine[1], atol=1e-5)
+    g = jax.grad(mc.expected_lse, argnums=1)(mean, cov, 16)
+    assert bool(jnp.all(jnp.isfinite(g)))
