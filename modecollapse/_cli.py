@@ -101,13 +101,20 @@ def _cmd_sweep(args) -> None:
 
     plan = plan_sweep(raw, args.route)
     _check_out(args.out)
+    if args.num_processes > 1:
+        if args.coordinator is None or args.process_id is None:
+            raise ConfigError("`--num-processes`: also give --coordinator and --process-id.")
+        import jax
+
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     from ._run import sweep_experiment
 
     summary = sweep_experiment(plan, args.out, resume=args.resume, progress=_progress(args))
-    print(
-        f"wrote {os.path.join(args.out, 'results.nc')}, summary.json and phase.png "
-        f"({summary['trajectories_per_second']:.0f} trajectories/s)"
-    )
+    if summary is not None:
+        print(
+            f"wrote {os.path.join(args.out, 'results.nc')}, summary.json and phase.png "
+            f"({summary['trajectories_per_second']:.0f} trajectories/s)"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,6 +183,16 @@ def _parser() -> argparse.ArgumentParser:
         default="theory",
         help="theory ODE (default) or the full d-dimensional flow",
     )
+    multi = sweep.add_argument_group(
+        "multi-host",
+        "run one process per host with the same DIR on a shared filesystem; each takes every "
+        "n-th chunk, and process 0 merges the checkpoints and writes the outputs",
+    )
+    multi.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="address of process 0 (jax.distributed)"
+    )
+    multi.add_argument("--num-processes", type=int, default=1, metavar="N")
+    multi.add_argument("--process-id", type=int, metavar="I")
     sweep.set_defaults(func=_cmd_sweep)
     return parser
 

@@ -150,7 +150,7 @@ def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = F
     - `out`: the output folder; its checkpoint.npz is kept (and reused by `resume`).
     - `resume`, `progress`: see `run_sweep`.
 
-    **Returns:** the summary dictionary.
+    **Returns:** the summary dictionary (None on processes other than 0 of a multi-host run).
 
     **Example:**
     ```python
@@ -163,6 +163,8 @@ def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = F
     from ._sweep import run_sweep, summarise, write_netcdf
 
     results = run_sweep(plan, out, resume=resume, progress=progress)
+    if jax.process_index() != 0:
+        return None  # process 0 merges every process's checkpoint and writes the outputs
     summary = summarise(plan, results)
     write_netcdf(os.path.join(out, "results.nc"), plan, results)
     _write_outputs(out, {"summary.json": _json(summary), "phase.png": phase_figure(summary)})

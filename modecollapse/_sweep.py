@@ -285,13 +285,14 @@ def _empty_results(plan: SweepPlan) -> dict[str, np.ndarray]:
         "label": np.full(n, LABELS.index("failed"), np.int32),
         "status": np.ones(n, np.int32),
         "num_steps": np.zeros(n, np.int32),
+        "completed": np.zeros(n, bool),
     }
 
 
-def _save_checkpoint(path: str, done: int, results: dict, plan: SweepPlan, seconds: float):
+def _save_checkpoint(path: str, results: dict, plan: SweepPlan, seconds: float):
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".npz", dir=os.path.dirname(path))
     with os.fdopen(fd, "wb") as f:
-        np.savez(f, done=done, fingerprint=plan.fingerprint(), solve_seconds=seconds, **results)
+        np.savez(f, fingerprint=plan.fingerprint(), solve_seconds=seconds, **results)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
@@ -304,7 +305,7 @@ def _load_checkpoint(path: str, plan: SweepPlan):
                 "experiment or route; use another --out."
             )
         results = {k: z[k].copy() for k in _empty_results(plan)}
-        return int(z["done"]), results, float(z["solve_seconds"])
+        return results, float(z["solve_seconds"])
 
 
 def run_sweep(
@@ -341,29 +342,33 @@ def run_sweep(
     )
     specs_fn(plan, np.arange(0, plan.total, plan.seeds))  # one per grid point: same structure?
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, _CHECKPOINT)
+    pid, nproc = jax.process_index(), jax.process_count()
+    path = _checkpoint_path(out_dir, pid, nproc)
     if os.path.exists(path) and not resume:
         raise ConfigError(
             f"`--out`: {out_dir!r} holds a sweep checkpoint; pass --resume to continue it, or "
             "choose another folder."
         )
-    done, results, seconds = (0, _empty_results(plan), 0.0)
+    results, seconds = _empty_results(plan), 0.0
     if resume and os.path.exists(path):
-        done, results, seconds = _load_checkpoint(path, plan)
+        results, seconds = _load_checkpoint(path, plan)
     n_devices = jax.local_device_count()
     chunk = plan.chunk
     options = solver_options(plan.base, False)
-    starts = list(range(done, plan.total, chunk))
+    # Process p of n takes chunks p, p + n, ...: no cross-host communication is needed.
+    starts = [s for c, s in enumerate(range(0, plan.total, chunk)) if c % nproc == pid]
+    todo = [s for s in starts if not results["completed"][s : s + chunk].all()]
     width = chunk + (-chunk) % n_devices  # every chunk padded to one shape: one compilation
     compiled = None
+    mine = sum(min(chunk, plan.total - s) for s in starts)
     bar = tqdm(
-        total=plan.total,
-        initial=done,
+        total=mine,
+        initial=mine - sum(min(chunk, plan.total - s) for s in todo),
         unit="traj",
         disable=not progress,
         desc=f"sweep ({plan.route})",
     )
-    for n_chunk, start in enumerate(starts):
+    for n_chunk, start in enumerate(todo):
         if stop_after_chunks is not None and n_chunk >= stop_after_chunks:
             break
         indices = np.arange(start, min(start + chunk, plan.total))
@@ -378,13 +383,42 @@ def run_sweep(
         for field in FIELDS:
             results[field][indices] = np.asarray(getattr(outcome, field))[:n]
         results["num_steps"][indices] = np.asarray(steps)[:n]
-        done = int(indices[-1]) + 1
-        _save_checkpoint(path, done, results, plan, seconds)
+        results["completed"][indices] = True
+        _save_checkpoint(path, results, plan, seconds)
         bar.update(n)
     bar.close()
+    if nproc > 1 and pid == 0 and stop_after_chunks is None:
+        results, seconds = _merge_processes(out_dir, plan, nproc, results, seconds)
     results["solve_seconds"] = np.asarray(seconds)
-    results["done"] = np.asarray(done)
     return results
+
+
+def _checkpoint_path(out_dir: str, pid: int, nproc: int) -> str:
+    name = _CHECKPOINT if nproc == 1 else f"checkpoint-{pid}-of-{nproc}.npz"
+    return os.path.join(out_dir, name)
+
+
+def _merge_processes(out_dir, plan, nproc, results, seconds, timeout=24 * 3600.0):
+    """Process 0 waits for every other process's checkpoint to be complete, then merges them."""
+    deadline = time.time() + timeout
+    for pid in range(1, nproc):
+        path = _checkpoint_path(out_dir, pid, nproc)
+        starts = [s for c, s in enumerate(range(0, plan.total, plan.chunk)) if c % nproc == pid]
+        mask = np.zeros(plan.total, bool)
+        for s in starts:
+            mask[s : s + plan.chunk] = True
+        while True:
+            if os.path.exists(path):
+                other, other_seconds = _load_checkpoint(path, plan)
+                if other["completed"][mask].all():
+                    break
+            if time.time() > deadline:
+                raise RuntimeError(f"process {pid} did not finish its part of the sweep in time")
+            time.sleep(1.0)
+        for key in results:
+            results[key][mask] = other[key][mask]
+        seconds = max(seconds, other_seconds)
+    return results, seconds
 
 
 def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
@@ -426,6 +460,7 @@ def summarise(plan: SweepPlan, results: dict[str, np.ndarray]) -> dict[str, Any]
         "solve_seconds": seconds,
         "trajectories_per_second": plan.total / seconds if seconds > 0 else None,
         "devices": jax.local_device_count(),
+        "processes": jax.process_count(),
         "config": plan.base.to_dict(),
     }
 

@@ -75,7 +75,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     plan = plan_sweep(tomllib.loads(SMALL), "theory")
     full = run_sweep(plan, str(tmp_path / "a"))
     partial = run_sweep(plan, str(tmp_path / "b"), stop_after_chunks=2)
-    assert int(partial["done"]) == 10
+    assert int(partial["completed"].sum()) == 10
     resumed = run_sweep(plan, str(tmp_path / "b"), resume=True)
     for field in ("label", "masses", "kl", "emc", "mode_score", "status", "num_steps"):
         np.testing.assert_array_equal(resumed[field], full[field])
@@ -97,7 +97,7 @@ def test_resume_after_kill_9(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with np.load(killed / "checkpoint.npz") as z:
-        assert 0 < int(z["done"]) < 48, "the kill must land mid-sweep"
+        assert 0 < int(z["completed"].sum()) < 48, "the kill must land mid-sweep"
     subprocess.run(
         cmd + ["--out", str(killed), "--resume"], env=env, check=True, capture_output=True
     )
@@ -200,3 +200,60 @@ def test_wilson_interval_known_values():
     lo, hi = wilson(np.array([0, 5, 10]), np.array([10, 10, 10]))
     np.testing.assert_allclose(lo, [0.0, 0.2366, 0.7225], atol=1e-4)
     np.testing.assert_allclose(hi, [0.2775, 0.7634, 1.0], atol=1e-4)
+
+
+def test_two_processes_with_jax_distributed(tmp_path):
+    """Two local CPU processes (jax.distributed), one output folder: equal to one process."""
+    import socket
+
+    config = _write(tmp_path, SMALL)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    multi = tmp_path / "multi"
+    cmd = [
+        sys.executable,
+        "-m",
+        "modecollapse",
+        "sweep",
+        "--config",
+        config,
+        "--out",
+        str(multi),
+        "--no-progress",
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    single = tmp_path / "single"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modecollapse",
+            "sweep",
+            "--config",
+            config,
+            "--out",
+            str(single),
+            "--no-progress",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    a, b = _nc(multi / "results.nc"), _nc(single / "results.nc")
+    for field in ("label", "masses", "kl", "emc", "status", "num_steps"):
+        np.testing.assert_array_equal(a[field], b[field])
+    assert json.loads((multi / "summary.json").read_text())["processes"] == 2

@@ -1,0 +1,240 @@
+"""Phase diagrams of mode collapse (theory route) with full-route validation.
+
+(a) fixed weights: P(mean alignment) against the initial norm c and the target weight ρ_1;
+(b) trainable weights: P(vanishing weight) against η_a/η_m and ρ_1;
+(c) K = 3 components on a J = 3 target: how often each outcome occurs, against c.
+
+Each diagram runs the theory route with the exact initial-law sampler at d = 1000 (2000 seeds per
+cell by default), then the full d-dimensional flow at a 2×2 sub-grid of cells (300 seeds), and
+checks that the Wilson intervals overlap. Writes docs/figures/phase_{a,b,c}.png and
+benchmarks/results/phase_diagrams.json.
+
+    .venv/bin/python scripts/phase_diagrams.py [--seeds 2000] [--full-seeds 300] [--only a,b,c]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+from modecollapse._config import DEFAULT_TOML  # noqa: E402
+from modecollapse._plotting import _png, phase_figure, plt  # noqa: E402
+from modecollapse._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIM = 1000
+
+_BASE = (
+    DEFAULT_TOML.replace("dim = 64", f"dim = {DIM}")
+    .replace("t_end = 40.0", "t_end = 100.0")
+    .replace("save_points = 41", "save_points = 51")
+    .replace('kind = "linear"\nbeta0 = 0.2\nduration = 20.0', 'kind = "none"')
+)
+
+
+def _rates(means: float, weights: float, scale: float) -> str:
+    return f"learning_rates = {{ means = {means}, weights = {weights}, scale = {scale} }}"
+
+
+DIAGRAMS = {
+    "a": dict(
+        title="(a) fixed weights: P(mean alignment)",
+        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 0.0, 0.0)),
+        grid={
+            "variational.init.norm": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+            "target.weights": [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]],
+        },
+        validation={
+            "variational.init.norm": [0.5, 4.0],
+            "target.weights": [[0.5, 0.5], [0.8, 0.2]],
+        },
+        mechanism="mean_alignment",
+    ),
+    "b": dict(
+        title="(b) trainable weights: P(vanishing weight)",
+        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 1.0, 0.0)),
+        grid={
+            "variational.learning_rates.weights": [0.1, 0.3, 1.0, 3.0, 10.0],
+            "target.weights": [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]],
+        },
+        validation={
+            "variational.learning_rates.weights": [0.3, 10.0],
+            "target.weights": [[0.6, 0.4], [0.9, 0.1]],
+        },
+        mechanism="vanishing_weight",
+    ),
+    "c": dict(
+        title="(c) K = 3 on J = 3: outcomes",
+        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 1.0, 0.0))
+        .replace(
+            'weights = [0.6, 0.4]\nscale = 1.0\nmeans = { kind = "antipodal", norm = 3.0 }',
+            "weights = [0.5, 0.3, 0.2]\nscale = 1.0\n"
+            'means = { kind = "orthogonal", norms = [3.0, 3.0, 3.0] }',
+        )
+        .replace(
+            "components = 2\nweights = [0.5, 0.5]",
+            "components = 3\nweights = [0.3333333333333333, 0.3333333333333333, "
+            "0.3333333333333334]",
+        )
+        .replace("atol = 1e-9", "atol = 1e-9\nquadrature_nodes = 16"),
+        grid={"variational.init.norm": [0.5, 1.0, 2.0, 4.0, 8.0]},
+        validation={"variational.init.norm": [0.5, 1.0, 2.0, 8.0]},
+        mechanism="mean_alignment",
+    ),
+}
+
+
+def _sweep(base: str, grid: dict, seeds: int, route: str, work: str, chunk: int = 1000):
+    params = "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in grid.items())
+    text = base + f"\n[sweep]\nseeds = {seeds}\nchunk = {chunk}\n[sweep.parameters]\n{params}\n"
+    plan = plan_sweep(tomllib.loads(text), route)
+    shutil.rmtree(work, ignore_errors=True)
+    results = run_sweep(plan, work, progress=sys.stderr.isatty())
+    return summarise(plan, results)
+
+
+def _cell(summary: dict, index: tuple[int, ...], key: str):
+    node = summary[key]
+    for i in index:
+        node = node[i]
+    return node
+
+
+def validate(name: str, theory_seeds: int, full_seeds: int, work: str) -> list[dict]:
+    """Theory against the full flow at the validation cells: P(collapse) and P(mechanism)."""
+    spec = DIAGRAMS[name]
+    grid = spec["validation"]
+    theory = _sweep(spec["base"], grid, theory_seeds, "theory", os.path.join(work, "vt"))
+    full = _sweep(spec["base"], grid, full_seeds, "full", os.path.join(work, "vf"), chunk=300)
+    rows = []
+    for index in np.ndindex(*[len(v) for v in grid.values()]):
+        cell = {k: v[i] for (k, v), i in zip(grid.items(), index)}
+        row = {"cell": cell, "theory_seeds": theory_seeds, "full_seeds": full_seeds}
+        for what, key in (("p_collapse", "p_collapse"), ("p_mechanism", spec["mechanism"])):
+            if what == "p_collapse":
+                pt, pf = _cell(theory, index, key), _cell(full, index, key)
+                ct, cf = _cell(theory, index, "p_collapse_ci"), _cell(full, index, "p_collapse_ci")
+            else:
+                pt = _cell(theory["p_label"], index, key)
+                pf = _cell(full["p_label"], index, key)
+                ct = _wilson_from(pt, theory_seeds)
+                cf = _wilson_from(pf, full_seeds)
+            row[what] = {
+                "theory": pt,
+                "theory_ci": ct,
+                "full": pf,
+                "full_ci": cf,
+                "overlap": bool(ct[0] <= cf[1] and cf[0] <= ct[1]),
+            }
+        rows.append(row)
+    row_t = {
+        "theory_traj_per_s": theory["trajectories_per_second"],
+        "full_traj_per_s": full["trajectories_per_second"],
+    }
+    return rows, row_t
+
+
+def _wilson_from(p: float, n: int):
+    from modecollapse._sweep import wilson
+
+    lo, hi = wilson(np.array(round(p * n)), np.array(n))
+    return [float(lo), float(hi)]
+
+
+def _outcome_figure(summary: dict, title: str) -> bytes:
+    ((name, values),) = summary["parameters"].items()
+    labels = ["covered", "mean_alignment", "vanishing_weight", "other"]
+    x = np.arange(len(values))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bottom = np.zeros(len(values))
+    for k, label in enumerate(labels):
+        p = np.array(summary["p_label"][label], float)
+        ax.bar(x, p, bottom=bottom, color=f"C{k}", label=label.replace("_", " "))
+        bottom += p
+    ci = np.array(summary["p_collapse_ci"], float)
+    pc = np.array(summary["p_collapse"], float)
+    ax.errorbar(
+        x,
+        1 - pc,
+        yerr=[(1 - pc) - (1 - ci[:, 1]), (1 - ci[:, 0]) - (1 - pc)],
+        fmt="none",
+        ecolor="k",
+        capsize=4,
+        label="Wilson 95% of P(covered)",
+    )
+    ax.set_xticks(x, [f"{v:g}" for v in values])
+    ax.set_xlabel(name)
+    ax.set_ylabel("fraction of seeds")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"{title}, {summary['seeds']} seeds per bar")
+    return _png(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=2000)
+    parser.add_argument("--full-seeds", type=int, default=300)
+    parser.add_argument("--only", default="a,b,c")
+    parser.add_argument(
+        "--out", default=os.path.join(ROOT, "benchmarks/results/phase_diagrams.json")
+    )
+    args = parser.parse_args()
+    report = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            report = json.load(f)
+    work = tempfile.mkdtemp(prefix="modecollapse-phase-")
+    for name in args.only.split(","):
+        spec = DIAGRAMS[name]
+        start = time.perf_counter()
+        print(f"diagram {name}: theory sweep ...", file=sys.stderr, flush=True)
+        summary = _sweep(spec["base"], spec["grid"], args.seeds, "theory", os.path.join(work, name))
+        print(f"diagram {name}: full-route validation ...", file=sys.stderr, flush=True)
+        rows, speed = validate(name, args.seeds, args.full_seeds, os.path.join(work, name + "v"))
+        png = _outcome_figure(summary, spec["title"]) if name == "c" else phase_figure(summary)
+        path = os.path.join(ROOT, f"docs/figures/phase_{name}.png")
+        with open(path, "wb") as f:
+            f.write(png)
+        report[name] = {
+            "title": spec["title"],
+            "dim": DIM,
+            "parameters": summary["parameters"],
+            "seeds": args.seeds,
+            "p_collapse": summary["p_collapse"],
+            "p_collapse_ci": summary["p_collapse_ci"],
+            "p_label": summary["p_label"],
+            "labels": summary["labels"],
+            "failed": summary["failed"],
+            "theory_trajectories_per_second": summary["trajectories_per_second"],
+            "validation": rows,
+            "validation_speed": speed,
+            "all_overlap": all(
+                r[w]["overlap"] for r in rows for w in ("p_collapse", "p_mechanism")
+            ),
+            "wall_seconds": time.perf_counter() - start,
+            "config": summary["config"],
+        }
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+        print(
+            f"diagram {name}: done in {report[name]['wall_seconds']:.0f} s; validation overlap: "
+            f"{report[name]['all_overlap']}",
+            file=sys.stderr,
+            flush=True,
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
