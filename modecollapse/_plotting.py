@@ -170,6 +170,8 @@ def phase_figure(summary: dict[str, Any]) -> bytes:
     p, ci, per = summary["p_collapse"], summary["p_collapse_ci"], summary["p_label"]
     mechanisms = ("mean_alignment", "vanishing_weight")
     title = f"{summary['route']} route, {summary['seeds']} seeds per cell"
+    if "title" in summary:
+        title = f"{summary['title']} — {title}"
     if len(names) >= 2:
         # first two parameters on the axes; any further ones fixed at their first value
         grid = np.asarray(p, dtype=object)

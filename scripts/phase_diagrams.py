@@ -1,7 +1,7 @@
 """Phase diagrams of mode collapse (theory route) with full-route validation.
 
 (a) fixed weights: P(mean alignment) against the initial norm c and the target weight ρ_1;
-(b) trainable weights: P(vanishing weight) against η_a/η_m and ρ_1;
+(b) trainable weights, initial norm 8: P(vanishing weight) against η_a/η_m and ρ_1;
 (c) K = 3 components on a J = 3 target: how often each outcome occurs, against c.
 
 Each diagram runs the theory route with the exact initial-law sampler at d = 1000 (2000 seeds per
@@ -61,15 +61,17 @@ DIAGRAMS = {
         mechanism="mean_alignment",
     ),
     "b": dict(
-        title="(b) trainable weights: P(vanishing weight)",
-        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 1.0, 0.0)),
+        title="(b) trainable weights, initial norm 8: P(vanishing weight)",
+        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 1.0, 0.0)).replace(
+            'init = { kind = "random", norm = 1.0 }', 'init = { kind = "random", norm = 8.0 }'
+        ),
         grid={
             "variational.learning_rates.weights": [0.1, 0.3, 1.0, 3.0, 10.0],
             "target.weights": [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]],
         },
         validation={
-            "variational.learning_rates.weights": [0.3, 10.0],
-            "target.weights": [[0.6, 0.4], [0.9, 0.1]],
+            "variational.learning_rates.weights": [0.1, 3.0],
+            "target.weights": [[0.5, 0.5], [0.8, 0.2]],
         },
         mechanism="vanishing_weight",
     ),
@@ -176,9 +178,19 @@ def _outcome_figure(summary: dict, title: str) -> bytes:
     ax.set_xlabel(name)
     ax.set_ylabel("fraction of seeds")
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(f"{title}, {summary['seeds']} seeds per bar")
     return _png(fig)
+
+
+def _write_figure(name: str, summary: dict) -> None:
+    spec = DIAGRAMS[name]
+    if name == "c":
+        png = _outcome_figure(summary, spec["title"])
+    else:
+        png = phase_figure({**summary, "title": spec["title"]})
+    with open(os.path.join(ROOT, f"docs/figures/phase_{name}.png"), "wb") as f:
+        f.write(png)
 
 
 def main():
@@ -187,6 +199,9 @@ def main():
     parser.add_argument("--full-seeds", type=int, default=300)
     parser.add_argument("--only", default="a,b,c")
     parser.add_argument(
+        "--replot", action="store_true", help="redraw the figures from the JSON report only"
+    )
+    parser.add_argument(
         "--out", default=os.path.join(ROOT, "benchmarks/results/phase_diagrams.json")
     )
     args = parser.parse_args()
@@ -194,6 +209,10 @@ def main():
     if os.path.exists(args.out):
         with open(args.out) as f:
             report = json.load(f)
+    if args.replot:
+        for name in args.only.split(","):
+            _write_figure(name, {**report[name], "route": "theory"})
+        return
     work = tempfile.mkdtemp(prefix="modecollapse-phase-")
     for name in args.only.split(","):
         spec = DIAGRAMS[name]
@@ -202,10 +221,7 @@ def main():
         summary = _sweep(spec["base"], spec["grid"], args.seeds, "theory", os.path.join(work, name))
         print(f"diagram {name}: full-route validation ...", file=sys.stderr, flush=True)
         rows, speed = validate(name, args.seeds, args.full_seeds, os.path.join(work, name + "v"))
-        png = _outcome_figure(summary, spec["title"]) if name == "c" else phase_figure(summary)
-        path = os.path.join(ROOT, f"docs/figures/phase_{name}.png")
-        with open(path, "wb") as f:
-            f.write(png)
+        _write_figure(name, summary)
         report[name] = {
             "title": spec["title"],
             "dim": DIM,
