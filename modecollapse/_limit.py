@@ -34,7 +34,8 @@ def extensive_rates(rates: LearningRates, dim: ArrayLike) -> LearningRates:
     extensive_rates(LearningRates(1.0, 1.0, 1.0), 1024)  # (1, 1/1024, 1/1024)
     ```
     """
-    return LearningRates(rates.means, rates.weights / dim, rates.scale / dim)
+    d = jnp.asarray(dim, dtype=float)
+    return LearningRates(rates.means, jnp.asarray(rates.weights) / d, jnp.asarray(rates.scale) / d)
 
 
 def normalise(state: GramState, target: TargetStatistics, dim: ArrayLike):
