@@ -35,11 +35,22 @@ from ._initial import (
     sample_initial_states as sample_initial_states,
 )
 from ._integrals import sigmoid_moment as sigmoid_moment
+from ._limit import (
+    extensive_rates as extensive_rates,
+    limit_vector_field as limit_vector_field,
+    normalise as normalise,
+    solve_limit as solve_limit,
+)
 from ._mixtures import (
     AbstractIsotropicMixture as AbstractIsotropicMixture,
     GaussianMixture as GaussianMixture,
     IsotropicMixture as IsotropicMixture,
     TemperedTarget as TemperedTarget,
+)
+from ._noise import (
+    gradient_noise_trace as gradient_noise_trace,
+    sgd_noise_correction as sgd_noise_correction,
+    solve_theory_sgd as solve_theory_sgd,
 )
 from ._objective import (
     AbstractEstimator as AbstractEstimator,

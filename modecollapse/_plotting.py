@@ -220,3 +220,46 @@ def phase_figure(summary: dict[str, Any]) -> bytes:
         title += f"; P(collapse) = {p:.3f} [{lo:.3f}, {hi:.3f}]"
     fig.suptitle(title)
     return _png(fig)
+
+
+def agreement_figure(report: dict[str, Any]) -> bytes:
+    """agreement.png: error against d (log-log) and trajectories at the smallest and largest d."""
+    dims = np.array(report["dims"])
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+    ax = axes[0]
+    for k, (pair, err) in enumerate(report["errors"].items()):
+        mean, std = np.array(err["mean"]), np.array(err["std"])
+        slope = report["slopes"][pair]
+        ax.errorbar(
+            dims,
+            np.maximum(mean, 1e-16),
+            yerr=std,
+            marker="o",
+            capsize=3,
+            color=f"C{k}",
+            label=f"{pair} (slope {slope['value']:.2f})",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("d")
+    ax.set_title("sup-time error, normalised statistics (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    ts = np.asarray(report["times"])
+    for ax, d in zip(axes[1:], (dims[0], dims[-1])):
+        ex = report["examples"][str(d)]
+        for j, (stat, idx) in enumerate(
+            (("R", (0, 0)), ("R", (1, 0)), ("Q", (0, 0)), ("Q", (0, 1)))
+        ):
+            c = f"C{j}"
+            label = f"{stat}{idx[0] + 1}{idx[1] + 1}/d"
+            get = lambda route: np.asarray(ex[route][stat])[:, idx[0], idx[1]]  # noqa: E731
+            ax.plot(ts, get("theory"), color=c, lw=1.8, label=label + " theory")
+            ax.plot(ts, get("full"), color=c, ls="none", marker="o", ms=4, mfc="none")
+            ax.plot(ts, get("sgd"), color=c, ls="none", marker="x", ms=4)
+            ax.plot(ts, get("limit"), color=c, ls="--", lw=1)
+        ax.set_title(f"d = {d}: lines theory, circles full, crosses SGD, dashed d → ∞")
+        ax.set_xlabel("t")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    return _png(fig)

@@ -43,3 +43,15 @@ def test_limit_gap_shrinks_like_one_over_d():
     gaps = np.array([_finite_vs_limit(d) for d in dims])
     slope = np.polyfit(np.log(dims), np.log(gaps), 1)[0]
     assert -1.2 < slope < -0.8, (slope, gaps)
+
+
+def test_agreement_routes_small():
+    """The agreement benchmark's routes at d = 8: full and theory agree to solver tolerance."""
+    import jax.random as jr
+
+    from modecollapse._agreement import run_dimension
+
+    out = run_dimension(8, 3, jnp.linspace(0.0, 10.0, 11), 8, 0.02, jr.key(0))
+    assert float(np.max(out["gaps"]["full-theory"])) < 1e-6
+    assert set(out["seconds"]) == {"full", "sgd", "theory", "limit", "limit0"}
+    assert all(np.all(np.isfinite(g)) for g in out["gaps"].values())

@@ -1,0 +1,220 @@
+"""Agreement benchmark: the full flow against the theory as d grows (docs/theory.md, §11).
+
+Extensive scaling (eq. (L1)): antipodal target μ_{1,2} = ±√d e₁ (t = 1), ρ = (0.6, 0.4), σ = 1;
+informative random start m_k = ξ_k μ_1 + c g_k with ξ_k ~ N(0, 0.5²), c = 0.5, g_k ~ N(0, I_d)
+(normalised overlaps O(1)); trainable means, weights and scale with O(1) rates (1, 1, 1), i.e.
+(1, 1/d, 1/d) at dimension d; linear annealing β0 = 0.5 over 5; t_end = 10. Routes:
+
+- `full`: the d-dimensional flow with `exact` gradients;
+- `sgd`: the d-dimensional flow with `mc-fresh` particles (SGD);
+- `theory`: the exact finite-d theory from each run's measured initial statistics;
+- `limit`: the d → ∞ route (eqs. (L2)–(L5)) from the same normalised initial statistics;
+- `limit0`: the d → ∞ route from the law-level start (r = ξ t, q = diag(ξ² + c²)), which drops
+  the O(d^{-1/2}) fluctuations of the initial overlaps.
+
+The error of a pair is, per seed, the sup over time and entries of |ΔR/d|, |ΔQ/d|, |Δw|, |Δs|.
+"""
+
+import itertools
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from ._flow import LearningRates, solve_full
+from ._limit import extensive_rates, normalise, solve_limit
+from ._mixtures import GaussianMixture, IsotropicMixture
+from ._objective import FreshParticles
+from ._schedules import LinearSchedule
+from ._solve import SolverOptions
+from ._summary import GramState, TargetStatistics
+from ._theory import solve_theory
+
+ROUTES = ("full", "sgd", "theory", "limit", "limit0")
+DIMS = (16, 64, 256, 1024, 4096, 16384)
+QUICK: dict[str, Any] = dict(dims=(16, 64, 256), seeds=20, particles=16)
+RATES = LearningRates(1.0, 1.0, 1.0)
+SCHEDULE = LinearSchedule(0.5, 5.0)
+XI, C = 0.5, 0.5
+OPTIONS = SolverOptions(rtol=1e-9, atol=1e-11)
+
+
+def _setup(d: int, seeds: int, key):
+    U = jnp.zeros((2, d)).at[0, 0].set(math.sqrt(d)).at[1, 0].set(-math.sqrt(d))
+    target = GaussianMixture(U, jnp.array([0.6, 0.4]), 1.0)
+    keys = jr.split(key, seeds)
+
+    def family(k):
+        k1, k2 = jr.split(k)
+        xi = XI * jr.normal(k1, (2,))
+        means = xi[:, None] * U[0] + C * jr.normal(k2, (2, d))
+        return IsotropicMixture(means, jnp.zeros(2), jnp.zeros(())), xi
+
+    families, xis = jax.vmap(family)(keys)
+    return target, families, xis, keys
+
+
+def _timed(fn, *args):
+    compiled = jax.jit(fn).lower(*args).compile()
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, time.perf_counter() - start
+
+
+def _normalised(traj, d):
+    return dict(R=traj.R / d, Q=traj.Q / d, weights=traj.weights, scale=traj.scale)
+
+
+def _gap(a: dict, b: dict) -> np.ndarray:
+    per = [jnp.max(jnp.abs(a[k] - b[k]).reshape(a[k].shape[0], -1), axis=1) for k in a]
+    return np.asarray(jnp.max(jnp.stack(per), axis=0))
+
+
+def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> dict[str, Any]:
+    """All five routes at one d, vmapped over seeds; normalised trajectories and wall times."""
+    target, families, xis, keys = _setup(d, seeds, key)
+    rates = extensive_rates(RATES, d)
+    stats = TargetStatistics.from_target(target)
+    out: dict[str, Any] = {"seconds": {}}
+
+    def full(fams):
+        return eqx.filter_vmap(
+            lambda f: solve_full(f, target, SCHEDULE, ts, rates=rates, options=OPTIONS)
+        )(fams)
+
+    def sgd(fams, ks):
+        def one(f, k):
+            est = FreshParticles(k, particles, step)
+            return solve_full(f, target, SCHEDULE, ts, rates=rates, estimator=est)
+
+        return eqx.filter_vmap(one)(fams, ks)
+
+    trajs = {}
+    trajs["full"], out["seconds"]["full"] = _timed(full, families)
+    sgd_keys = jax.vmap(lambda k: jr.fold_in(k, 1))(keys)
+    trajs["sgd"], out["seconds"]["sgd"] = _timed(sgd, families, sgd_keys)
+    states = jax.vmap(lambda f: GramState.from_models(f, target))(families)
+
+    def theory(st):
+        return jax.vmap(
+            lambda s: solve_theory(s, stats, SCHEDULE, ts, dim=d, rates=rates, options=OPTIONS)
+        )(st)
+
+    trajs["theory"], out["seconds"]["theory"] = _timed(theory, states)
+    norm_states, norm_target = jax.vmap(lambda s: normalise(s, stats, d))(states)
+    norm_target = jax.tree.map(lambda x: x[0], norm_target)
+
+    def limit(st):
+        return jax.vmap(
+            lambda s: solve_limit(s, norm_target, SCHEDULE, ts, rates=RATES, options=OPTIONS)
+        )(st)
+
+    trajs["limit"], out["seconds"]["limit"] = _timed(limit, norm_states)
+    t11 = norm_target.T[0, 0]
+    law = jax.vmap(
+        lambda xi: GramState(
+            R=xi[:, None] * norm_target.T[0][None, :],
+            Q=jnp.diag(xi**2 * t11 + C**2),
+            logits=jnp.zeros(2),
+            log_scale=jnp.zeros(()),
+        )
+    )(xis)
+    trajs["limit0"], out["seconds"]["limit0"] = _timed(limit, law)
+    for name in ("full", "sgd", "theory"):
+        failures = [t for t in np.asarray(trajs[name].result._value) if t != 0]
+        if failures:
+            raise RuntimeError(f"{len(failures)} {name} solves failed at d = {d}")
+    norm = {
+        k: (_normalised(v, d) if k in ("full", "sgd", "theory") else _normalised(v, 1.0))
+        for k, v in trajs.items()
+    }
+    out["gaps"] = {f"{a}-{b}": _gap(norm[a], norm[b]) for a, b in itertools.combinations(ROUTES, 2)}
+    out["example"] = {
+        k: {s: np.asarray(v[s][0]).tolist() for s in ("R", "Q")} for k, v in norm.items()
+    }
+    return out
+
+
+def _slope(dims: Sequence[int], gaps: list[np.ndarray]) -> dict[str, Any]:
+    """OLS slope of log(gap) on log(d) over all seeds, with a 95% t-interval."""
+    from scipy.stats import t as student
+
+    x = np.concatenate([np.full(len(g), math.log(d)) for d, g in zip(dims, gaps)])
+    y = np.log(np.maximum(np.concatenate(gaps), 1e-300))
+    xc = x - x.mean()
+    slope = float(xc @ (y - y.mean()) / (xc @ xc))
+    resid = y - y.mean() - slope * xc
+    stderr = math.sqrt(float(resid @ resid) / (len(x) - 2) / float(xc @ xc))
+    half = float(student.ppf(0.975, len(x) - 2)) * stderr
+    return {"value": slope, "ci": [slope - half, slope + half]}
+
+
+def agreement(
+    dims: tuple[int, ...] = DIMS,
+    seeds: int = 20,
+    *,
+    particles: int = 16,
+    step: float = 0.02,
+    progress: bool = False,
+    seed: int = 0,
+) -> tuple[dict[str, Any], bytes]:
+    """Run the agreement benchmark; returns (agreement.json record, agreement.png bytes).
+
+    **Arguments:**
+
+    - `dims`: the dimensions d.
+    - `seeds`: random starts per d (≥ 20 for the committed run).
+    - `particles`, `step`: n and η of the `sgd` route.
+    - `progress`: print one line per dimension to stderr.
+    - `seed`: base PRNG seed.
+
+    **Returns:** `(report, png)`.
+
+    **Example:**
+    ```python
+    report, png = agreement([16, 64, 256], seeds=20)
+    report["slopes"]["full-limit0"]
+    ```
+    """
+    from ._plotting import agreement_figure
+
+    ts = jnp.linspace(0.0, 10.0, 21)
+    rows = []
+    for i, d in enumerate(dims):
+        start = time.perf_counter()
+        rows.append(run_dimension(d, seeds, ts, particles, step, jr.fold_in(jr.key(seed), i)))
+        if progress:
+            g = rows[-1]["gaps"]
+            print(
+                f"d = {d:>6}: full-theory {np.mean(g['full-theory']):.1e}, full-limit "
+                f"{np.mean(g['full-limit']):.1e}, full-limit0 {np.mean(g['full-limit0']):.1e}, "
+                f"full-sgd {np.mean(g['full-sgd']):.1e} ({time.perf_counter() - start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    pairs = list(rows[0]["gaps"])
+    report = {
+        "setting": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
+        "dims": list(dims),
+        "seeds": seeds,
+        "sgd": {"particles": particles, "step": step},
+        "errors": {
+            p: {
+                "mean": [float(np.mean(r["gaps"][p])) for r in rows],
+                "std": [float(np.std(r["gaps"][p])) for r in rows],
+            }
+            for p in pairs
+        },
+        "slopes": {p: _slope(dims, [r["gaps"][p] for r in rows]) for p in pairs},
+        "wall_seconds": {route: [r["seconds"][route] / seeds for r in rows] for route in ROUTES},
+        "times": np.asarray(ts).tolist(),
+        "examples": {str(d): r["example"] for d, r in zip(dims, rows)},
+    }
+    return report, agreement_figure(report)
