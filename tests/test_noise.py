@@ -108,3 +108,58 @@ def test_seed_average_tracks_corrected_theory():
         gaps.append(gap)
     # The miss scales like η d / n: predicted ratio (0.01/16) / (0.005/64) = 8.
     assert 8 / 1.4 < gaps[0] / gaps[1] < 8 * 1.4, gaps
+
+
+def test_correction_tracks_sgd_in_extensive_scaling():
+    # Extensive scaling (§11): |μ_j|² = d t_j with t = 1, statistics normalised by d. The noise
+    # term of (N1) is then η C / d = η b / n + O(1/d): O(1) in d (b = diag(w²) = I/4 here, β = 1,
+    # s = σ, hard assignments). Only the means learn, so (L1) leaves the rates at (1, 0, 0).
+    d, seeds, t_end, step, n = 256, 32, 1.5, 0.02, 1
+    mu = jnp.sqrt(d) * jnp.eye(d)[0]
+    p = mc.GaussianMixture(jnp.stack([mu, -mu]), jnp.array([0.5, 0.5]), 1.0)
+    # Informative start m_k = ξ_k μ_1 + c g_k, the same vectors for every seed.
+    xi, c = jnp.array([0.4, -0.3]), 0.5
+    q = mc.IsotropicMixture(xi[:, None] * mu + c * jr.normal(jr.key(0), (2, d)), jnp.zeros(2), 0.0)
+    rates, schedule = mc.LearningRates(1.0, 0.0, 0.0), mc.NoAnnealing()
+    ts = jnp.linspace(0.0, t_end, 4)
+    state, stats = mc.GramState.from_models(q, p), mc.TargetStatistics.from_target(p)
+    plain = mc.solve_theory(state, stats, schedule, ts, dim=d, rates=rates)
+    theory = solve_theory_sgd(
+        state, stats, schedule, ts, dim=d, rates=rates, particles=jnp.asarray(n), step=step
+    )
+    assert theory.failure() is None and plain.failure() is None
+
+    @eqx.filter_vmap
+    def run(key):
+        traj = mc.solve_full(
+            q, p, schedule, ts, rates=rates, estimator=mc.FreshParticles(key, n, step)
+        )
+        return traj.Q[-1], traj.R[-1]
+
+    Q, R = run(jr.split(jr.key(1), seeds))
+    perp = _perp(Q, R, stats.T) / d
+    Q = Q / d
+    corrected = (theory.Q[-1] / d, _perp(theory.Q[-1], theory.R[-1], stats.T) / d)
+    uncorrected = (plain.Q[-1] / d, _perp(plain.Q[-1], plain.R[-1], stats.T) / d)
+    mean, se = Q.mean(0), Q.std(0, ddof=1) / jnp.sqrt(seeds)
+    perp_mean, perp_se = perp.mean(0), perp.std(0, ddof=1) / jnp.sqrt(seeds)
+
+    # Q/d: within 4 se plus 2e-3 for the O(η) Euler bias of the mean-field drift, which (N1)
+    # leaves out (estimated ±(1-2)e-3 per entry at η = 0.02, t = 1.5; measured |z| ≤ 4.2 without
+    # it). The uncorrected theory is 5-6 se off on the diagonal here, but that margin is not
+    # robust across particle keys (2.6-6.2 se), so it is only reported in docs/theory.md §12.
+    assert jnp.all(jnp.abs(mean - corrected[0]) <= 4 * se + 2e-3), (mean, se, corrected[0])
+    # Q_⊥/d isolates the noise (+η b/n (1 − e^{-t}) = 3.9e-3 on the diagonal): within 4 se plus
+    # 5e-4 for the Euler bias −ηt/4·Q_⊥/d ≈ −4.5e-4. Measured z: −1.3, −1.1, −0.1.
+    assert jnp.all(jnp.abs(perp_mean - corrected[1]) <= 4 * perp_se + 5e-4), (perp_mean, perp_se)
+    # The uncorrected theory misses Q_⊥/d on the diagonal by ≥ 7 se (measured 8.7, 11.7; 7.2-10.6
+    # over three particle keys), far more than the corrected one.
+    z_corr = jnp.diag(perp_mean - corrected[1]) / jnp.diag(perp_se)
+    z_plain = jnp.diag(perp_mean - uncorrected[1]) / jnp.diag(perp_se)
+    assert jnp.all(z_plain > 4) and jnp.all(z_plain > jnp.abs(z_corr) + 3), (z_plain, z_corr)
+    # The trace of the gap against the predicted η tr(b) / n (1 − e^{-t}) (measured 0.0072 ± 0.0005
+    # against 0.0078).
+    gap = jnp.trace(perp_mean - uncorrected[1])
+    gap_se = jnp.sqrt(jnp.sum(jnp.diag(perp_se) ** 2))
+    predicted = jnp.trace(corrected[1] - uncorrected[1])
+    assert gap > 4 * gap_se and jnp.abs(gap - predicted) <= 4 * gap_se + 1e-3, (gap, gap_se)
