@@ -1,4 +1,4 @@
-"""The second-order (SGD-noise) correction to the theory for `mc-fresh` (docs/_noise_fragment.md).
+"""The second-order (SGD-noise) correction to the theory for `mc-fresh` (docs/theory.md, §12).
 
 With fresh particles at every Euler step η (eq. (E3)), the means move by η ĝ_k with ĝ_k =
 −η_m ∇_{m_k} F̂ unbiased but noisy. Averaged over the noise, Q gains η E[ĝ_k · ĝ_l] per unit time
@@ -149,7 +149,7 @@ def sgd_noise_correction(
     """The SGD-noise term to add to the theory right-hand side for `mc-fresh` (eq. (N1)).
 
     dQ/dt gains η η_m² tr Cov(∇_{m_k} F̂, ∇_{m_l} F̂); R, the logits and log s get no correction
-    at this order (their entries are zero; see docs/_noise_fragment.md, "Neglected orders").
+    at this order (their entries are zero; see docs/theory.md, §12, "Neglected orders").
 
     **Arguments:**
 
@@ -206,7 +206,7 @@ def solve_theory_sgd(
     """Integrate the theory (T1)–(T5) plus the SGD-noise correction (N1) of `mc-fresh`.
 
     The result approximates the seed average of `solve_full(..., estimator=FreshParticles(key,
-    particles, step))`, to first order in η (docs/_noise_fragment.md).
+    particles, step))`, to first order in η (docs/theory.md, §12).
 
     **Arguments:**
 

@@ -1,4 +1,4 @@
-"""The SGD-noise correction (docs/_noise_fragment.md, eqs. (N1)–(N5)) against brute force."""
+"""The SGD-noise correction (docs/theory.md, §12, eqs. (N1)–(N5)) against brute force."""
 
 import equinox as eqx
 import jax
@@ -44,7 +44,7 @@ def test_trace_matches_brute_force(d):
     exact = gradient_noise_trace(state, stats, beta, d, n)
     leading = gradient_noise_trace(state, stats, beta, d, n, exact=False)
     brute, se = _brute_force_trace(q, p, beta, n, 20_000, jr.key(7))
-    # MC error only: measured |z| ≤ 2.7 over 3 × 10⁵ draws (docs/_noise_fragment.md).
+    # MC error only: measured |z| ≤ 2.7 over 3 × 10⁵ draws (docs/theory.md, §12).
     assert jnp.all(jnp.abs(exact - brute) <= 4 * se), (exact, brute, se)
     # The O(d/n) part alone (N4) misses by O(1/n), visible at d = 20 on the off-diagonal.
     if d == 20:

@@ -34,6 +34,21 @@ def _write(tmp_path, text, name="sweep.toml"):
     return str(path)
 
 
+def _sweep_cmd(config, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "modecollapse",
+        "sweep",
+        "--config",
+        config,
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
 def _nc(path):
     with netcdf_file(path, "r", mmap=False) as f:
         return {k: v[:].copy() for k, v in f.variables.items()}
@@ -119,17 +134,7 @@ def test_sharding_over_four_devices_matches_one(tmp_path):
         }
         out = tmp_path / f"dev{n}"
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modecollapse",
-                "sweep",
-                "--config",
-                config,
-                "--out",
-                str(out),
-                "--no-progress",
-            ],
+            _sweep_cmd(config, out),
             env=env,
             check=True,
             capture_output=True,
@@ -238,17 +243,7 @@ def test_two_processes_with_jax_distributed(tmp_path):
         assert p.returncode == 0, err.decode()[-2000:]
     single = tmp_path / "single"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modecollapse",
-            "sweep",
-            "--config",
-            config,
-            "--out",
-            str(single),
-            "--no-progress",
-        ],
+        _sweep_cmd(config, single),
         env=env,
         check=True,
         capture_output=True,
