@@ -103,6 +103,7 @@ class AnnealingConfig:
     beta0: float | None = None
     duration: float | None = None
     rate: float | None = None
+    scale: str = "trainable"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,8 +347,9 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
             params[name] = at.number(name, low=0.0, low_open=True, high=1.0)
         else:
             params[name] = at.number(name, low=0.0, low_open=True)
+    scale_coupling = at.string("scale", ("trainable", "adiabatic"), "trainable")
     at.done()
-    annealing = AnnealingConfig(akind, **params)
+    annealing = AnnealingConfig(akind, **params, scale=scale_coupling)
 
     st = top.table("simulation")
     simulation = SimulationConfig(

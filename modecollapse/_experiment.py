@@ -161,7 +161,15 @@ def build_problem(exp: Experiment) -> Problem:
     M = _initial_means(exp, U, k_init)
     target = GaussianMixture(jnp.asarray(U), jnp.asarray(exp.target.weights), exp.target.scale)
     v = exp.variational
-    family = IsotropicMixture(jnp.asarray(M), jnp.log(jnp.asarray(v.weights)), np.log(v.scale))
+    schedule = _schedule(exp)
+    adiabatic = exp.annealing.scale == "adiabatic"
+    # adiabatic coupling starts on the tempered variance s(0)² = σ²/β(0) (eq. (S5))
+    log_s0 = (
+        np.log(exp.target.scale) - 0.5 * float(jnp.log(schedule(0.0)))
+        if adiabatic
+        else np.log(v.scale)
+    )
+    family = IsotropicMixture(jnp.asarray(M), jnp.log(jnp.asarray(v.weights)), log_s0)
     sim = exp.simulation
     K = v.components
     if sim.estimator == "exact":
@@ -170,9 +178,9 @@ def build_problem(exp: Experiment) -> Problem:
         estimator = FixedParticles.draw(k_particles, sim.particles, K, exp.dim)
     else:
         estimator = FreshParticles(k_particles, sim.particles, sim.step)
-    rates = LearningRates(**v.learning_rates)
+    rates = LearningRates(**v.learning_rates, adiabatic_scale=adiabatic)
     ts = jnp.linspace(0.0, exp.t_end, exp.save_points)
-    return Problem(exp, target, family, _schedule(exp), rates, estimator, ts)
+    return Problem(exp, target, family, schedule, rates, estimator, ts)
 
 
 def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:

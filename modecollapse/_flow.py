@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 
 from ._mixtures import GaussianMixture, IsotropicMixture
 from ._objective import AbstractEstimator, ExactEstimator, objective
-from ._schedules import AbstractSchedule
+from ._schedules import AbstractSchedule, adiabatic_log_scale_rate
 from ._solve import SolverOptions, integrate
 from ._summary import GramState, Trajectory, record
 
@@ -20,6 +20,8 @@ class LearningRates(eqx.Module):
     - `weights`: η_a, the rate of the logits a_k (w = softmax(a)).
     - `scale`: η_s, the rate of log s. The scale force is O(d) (eq. (T5)): at large d use
       η_s ∝ 1/d or an implicit solver.
+    - `adiabatic_scale`: instead of training it, let the scale follow the tempered variance,
+      s(t)² = σ²/β(t) (eq. (S5)); `scale` is then ignored. Start from s(0)² = σ²/β(0).
 
     **Example:**
     ```python
@@ -30,6 +32,13 @@ class LearningRates(eqx.Module):
     means: float | Array = 1.0
     weights: float | Array = 1.0
     scale: float | Array = 0.0
+    adiabatic_scale: bool = eqx.field(static=True, default=False)
+
+    def log_scale_rate(self, trained: Array, schedule: AbstractSchedule, t) -> Array:
+        """(log s)˙: −η_s ∂F/∂log s given `trained` = ∂F/∂log s, or eq. (S5) if adiabatic."""
+        if self.adiabatic_scale:
+            return adiabatic_log_scale_rate(schedule, t)
+        return -self.scale * trained
 
 
 def _full_vector_field(t, y, args):
@@ -41,7 +50,8 @@ def _full_vector_field(t, y, args):
         return estimator.objective(IsotropicMixture(*params), target, beta, t)
 
     g_means, g_logits, g_log_scale = jax.grad(f)((means, logits, log_scale))
-    return (-rates.means * g_means, -rates.weights * g_logits, -rates.scale * g_log_scale)
+    dlog_s = rates.log_scale_rate(g_log_scale, schedule, t)
+    return (-rates.means * g_means, -rates.weights * g_logits, dlog_s)
 
 
 def _full_save(t, y, args):

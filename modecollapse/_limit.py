@@ -35,7 +35,12 @@ def extensive_rates(rates: LearningRates, dim: ArrayLike) -> LearningRates:
     ```
     """
     d = jnp.asarray(dim, dtype=float)
-    return LearningRates(rates.means, jnp.asarray(rates.weights) / d, jnp.asarray(rates.scale) / d)
+    return LearningRates(
+        rates.means,
+        jnp.asarray(rates.weights) / d,
+        jnp.asarray(rates.scale) / d,
+        rates.adiabatic_scale,
+    )
 
 
 def normalise(state: GramState, target: TargetStatistics, dim: ArrayLike):
@@ -102,7 +107,7 @@ def limit_vector_field(
     G = 0.5 * beta / sig2 * jnp.min(dist, axis=1)  # replicator fitness (eq. (L4))
     da = -rates.weights * w * (G - jnp.dot(w, G))
     s2 = jnp.exp(2 * state.log_scale)
-    dlog_s = rates.scale * (1.0 - beta * s2 / sig2)  # eq. (L5)
+    dlog_s = rates.log_scale_rate(-(1.0 - beta * s2 / sig2), schedule, t)  # eq. (L5)
     return GramState(dr, dq, da, dlog_s)
 
 

@@ -3,6 +3,7 @@
 import abc
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -132,3 +133,23 @@ def _static_breakpoint(duration) -> tuple[float, ...]:
         return (float(duration),)
     except Exception:
         return ()
+
+
+def adiabatic_log_scale_rate(schedule: AbstractSchedule, t: ArrayLike) -> Float[Array, ""]:
+    """d log s/dt = −½ β'(t)/β(t) for the adiabatic scale s(t)² = σ²/β(t) (eq. (S5)).
+
+    **Arguments:**
+
+    - `schedule`: β(t).
+    - `t`: time.
+
+    **Returns:** the rate of log s.
+
+    **Example:**
+    ```python
+    adiabatic_log_scale_rate(LinearSchedule(0.2, 20.0), 5.0)  # −½ · 0.04 / 0.4
+    ```
+    """
+    t = jnp.asarray(t, dtype=float)
+    beta, dbeta = jax.jvp(schedule, (t,), (jnp.ones_like(t),))
+    return -0.5 * dbeta / beta

@@ -80,8 +80,7 @@ def theory_vector_field(
     v_q = e_q @ q_sq - jnp.einsum("kli,li->k", o_q, Q)
     v_p = e_p @ t_sq - jnp.einsum("kji,ji->k", o_p, T)
     dF_ds = jnp.dot(w, (v_q / s - s * dim) / s2 - beta * ((s / sig2) * v_p - s * dim) / sig2)
-    dlog_s = -rates.scale * s * dF_ds
-    return GramState(dR, dQ, da, dlog_s)
+    return GramState(dR, dQ, da, rates.log_scale_rate(s * dF_ds, schedule, t))
 
 
 def _theory_field(t, y, args):

@@ -84,6 +84,10 @@ BAD_CASES = {
     "infinite number": (("t_end = 4.0", "t_end = inf"), "t_end"),
     "beta0 out of range": (("beta0 = 0.2", "beta0 = 1.5"), "annealing.beta0"),
     "kind-specific key": (("duration = 20.0", "rate = 2.0"), "annealing.duration"),
+    "unknown scale coupling": (
+        ("duration = 20.0", 'duration = 20.0\nscale = "frozen"'),
+        "annealing.scale",
+    ),
 }
 
 
@@ -177,6 +181,19 @@ def test_run_end_to_end(tmp_path):
         assert set(result[block]) >= {"masses", "covered", "emc", "mode_score", "kl", "label"}
         assert result[block]["label"] in mc.metrics.LABELS
     assert (out / "overlaps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_with_adiabatic_scale(tmp_path):
+    out = tmp_path / "out"
+    text = _replace(SMALL, "duration = 20.0", 'duration = 20.0\nscale = "adiabatic"')
+    main(["run", "--config", _write(tmp_path, text), "--out", str(out), "--no-progress"])
+    result = json.loads((out / "result.json").read_text())
+    beta = result["beta"]
+    for route in ("theory", "full"):
+        scale = result[route]["scale"]
+        # s·√β = σ = 1 up to the file's rtol 1e-7 (a trained scale would be off by ~0.3)
+        assert max(abs(s * b**0.5 - 1.0) for s, b in zip(scale, beta)) < 1e-4
+    assert result["config"]["annealing"]["scale"] == "adiabatic"
 
 
 def test_run_without_full_flow(tmp_path):
