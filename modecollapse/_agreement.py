@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -128,9 +129,9 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
     )(xis)
     trajs["limit0"], out["seconds"]["limit0"] = _timed(limit, law)
     for name in ("full", "sgd", "theory"):
-        failures = [t for t in np.asarray(trajs[name].result._value) if t != 0]
-        if failures:
-            raise RuntimeError(f"{len(failures)} {name} solves failed at d = {d}")
+        failed = int(np.sum(~np.asarray(trajs[name].result == dfx.RESULTS.successful)))
+        if failed:
+            raise RuntimeError(f"{failed} {name} solves failed at d = {d}")
     norm = {
         k: (_normalised(v, d) if k in ("full", "sgd", "theory") else _normalised(v, 1.0))
         for k, v in trajs.items()

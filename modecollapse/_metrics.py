@@ -320,6 +320,8 @@ def trajectory_outcome(
     """
     final = _final_state(traj)
     masses = mode_masses(final, target, nodes)
+    # one draw of logit samples serves both sample-based metrics (eqs. (C3), (C4))
+    logits, sample_weights = _flat_samples(final, target, key, n_samples)
     rho = jnp.exp(target.log_weights)
     covered_modes = masses > thresholds.coverage * rho
     finite = jnp.all(jnp.isfinite(traj.R)) & jnp.all(jnp.isfinite(traj.Q))
@@ -330,8 +332,8 @@ def trajectory_outcome(
         masses=masses,
         n_covered=jnp.sum(covered_modes).astype(jnp.int32),
         covered=jnp.all(covered_modes),
-        emc=entropic_mode_coverage(final, target, key, n_samples),
-        mode_score=mode_score(final, target, key, n_samples),
+        emc=_emc(logits, sample_weights, target.log_weights),
+        mode_score=_mode_score(logits, sample_weights),
         kl=gram_objective(final, target, 1.0, dim, nodes),
         label=label.astype(jnp.int32),
         status=jnp.where(ok, 0, 1).astype(jnp.int32),

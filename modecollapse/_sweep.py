@@ -182,10 +182,13 @@ def _theory_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
 def _full_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
     """Batched inputs of the full route: explicit d-dimensional initial means per trajectory."""
     specs = []
+    problems: dict[int, Any] = {}
     for i in indices:
         g, s = divmod(int(i), plan.seeds)
         exp = plan.points[g]
-        problem = build_problem(exp)
+        if g not in problems:  # one build per grid point, not per trajectory
+            problems[g] = build_problem(exp)
+        problem = problems[g]
         key = _trajectory_key(exp, s)
         init_key, metric_key, particle_key = jr.split(key, 3)
         family = problem.family

@@ -20,6 +20,21 @@ def _target(kind: str, d: int):
     return mc.GaussianMixture(U, jnp.array([0.65, 0.35]), 1.3)
 
 
+def _both_routes(family, target, schedule, ts, rates, d):
+    """The exact full flow and the theory from the same initial state, tight tolerances."""
+    full = mc.solve_full(family, target, schedule, ts, rates=rates, options=TIGHT)
+    theory = mc.solve_theory(
+        mc.GramState.from_models(family, target),
+        mc.TargetStatistics.from_target(target),
+        schedule,
+        ts,
+        dim=d,
+        rates=rates,
+        options=TIGHT,
+    )
+    return full, theory
+
+
 @pytest.mark.parametrize("kind", ["antipodal", "general"])
 @pytest.mark.parametrize("d", [3, 50, 1000])
 def test_full_flow_matches_theory(d, kind):
@@ -32,16 +47,7 @@ def test_full_flow_matches_theory(d, kind):
     schedule = mc.LinearSchedule(0.3, 8.0)
     rates = mc.LearningRates(means=1.0, weights=1.5, scale=2.0 / d)  # η_s ∝ 1/d (docs, §6)
     ts = jnp.linspace(0.0, 16.0, 33)
-    full = mc.solve_full(family, target, schedule, ts, rates=rates, options=TIGHT)
-    theory = mc.solve_theory(
-        mc.GramState.from_models(family, target),
-        mc.TargetStatistics.from_target(target),
-        schedule,
-        ts,
-        dim=d,
-        rates=rates,
-        options=TIGHT,
-    )
+    full, theory = _both_routes(family, target, schedule, ts, rates, d)
     assert full.failure() is None and theory.failure() is None
     # Something must actually happen: the means move to the modes, weights and scale change.
     assert float(jnp.max(jnp.abs(theory.R[-1] - theory.R[0]))) > 1.0
@@ -126,16 +132,7 @@ def test_adiabatic_scale_follows_the_tempered_variance():
     family = mc.IsotropicMixture(M, jnp.array([0.2, -0.2]), log_s0)
     rates = mc.LearningRates(1.0, 1.0, 5.0, adiabatic_scale=True)  # η_s is ignored
     ts = jnp.linspace(0.0, 10.0, 21)
-    full = mc.solve_full(family, target, schedule, ts, rates=rates, options=TIGHT)
-    theory = mc.solve_theory(
-        mc.GramState.from_models(family, target),
-        mc.TargetStatistics.from_target(target),
-        schedule,
-        ts,
-        dim=d,
-        rates=rates,
-        options=TIGHT,
-    )
+    full, theory = _both_routes(family, target, schedule, ts, rates, d)
     expected = target.scale / jnp.sqrt(jax.vmap(schedule)(ts))
     # solver tolerance (the schedule has a kink at t = 6)
     assert rel_err(theory.scale, expected) < 1e-6 and rel_err(full.scale, expected) < 1e-6

@@ -101,10 +101,9 @@ def test_resume_after_kill_9(tmp_path):
     text = _sweep_toml('"variational.init.norm" = [0.5, 2.0, 4.0]', 16, 4)
     config = _write(tmp_path, text)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "modecollapse", "sweep", "--config", config, "--no-progress"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _sweep_cmd(config, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 120
     while not (killed / "checkpoint.npz").exists() and time.time() < deadline:
@@ -113,11 +112,9 @@ def test_resume_after_kill_9(tmp_path):
     proc.wait()
     with np.load(killed / "checkpoint.npz") as z:
         assert 0 < int(z["completed"].sum()) < 48, "the kill must land mid-sweep"
-    subprocess.run(
-        cmd + ["--out", str(killed), "--resume"], env=env, check=True, capture_output=True
-    )
+    subprocess.run(_sweep_cmd(config, killed, "--resume"), env=env, check=True, capture_output=True)
     clean = tmp_path / "clean"
-    subprocess.run(cmd + ["--out", str(clean)], env=env, check=True, capture_output=True)
+    subprocess.run(_sweep_cmd(config, clean), env=env, check=True, capture_output=True)
     a, b = _nc(killed / "results.nc"), _nc(clean / "results.nc")
     for field in ("label", "masses", "kl", "emc", "status"):
         np.testing.assert_array_equal(a[field], b[field])
@@ -217,21 +214,7 @@ def test_two_processes_with_jax_distributed(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     multi = tmp_path / "multi"
-    cmd = [
-        sys.executable,
-        "-m",
-        "modecollapse",
-        "sweep",
-        "--config",
-        config,
-        "--out",
-        str(multi),
-        "--no-progress",
-        "--coordinator",
-        f"127.0.0.1:{port}",
-        "--num-processes",
-        "2",
-    ]
+    cmd = _sweep_cmd(config, multi, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2")
     procs = [
         subprocess.Popen(
             cmd + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
