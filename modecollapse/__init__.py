@@ -6,7 +6,10 @@ Layout (each private module names the equations of docs/theory.md it implements)
 - Gaussian integrals: `_integrals` (1-D, exact), `_expectations` (logit statistics);
 - objectives and estimators: `_objective`;
 - full flow: `_flow`; theory (summary statistics): `_summary`, `_theory`;
-- schedules: `_schedules`; metrics: `metrics` (`_metrics`);
+- chunked particle estimators: `_particles`;
+- schedules: `_schedules`; annealing formula and design: `_formula`, `_design`;
+- metrics: `metrics` (`_metrics`); sweeps: `_sweep`, `_initial`;
+- normalizing flows: `_realnvp` (RealNVP), `_flowvi` (flow VI), `_pushforward` (Lipschitz bound);
 - experiments and CLI: `_config`, `_experiment`, `_run`, `_cli`.
 """
 
@@ -16,8 +19,14 @@ from . import metrics as metrics
 from ._config import (
     ConfigError as ConfigError,
     Experiment as Experiment,
+    FlowConfig as FlowConfig,
     load_experiment as load_experiment,
     parse_experiment as parse_experiment,
+)
+from ._design import (
+    design_experiment as design_experiment,
+    make_schedule as make_schedule,
+    optimise_schedule as optimise_schedule,
 )
 from ._expectations import (
     expected_lse as expected_lse,
@@ -29,6 +38,18 @@ from ._experiment import (
     build_problem as build_problem,
 )
 from ._flow import LearningRates as LearningRates, solve_full as solve_full
+from ._flowvi import (
+    FlowTraining as FlowTraining,
+    classify_flow as classify_flow,
+    flow_objective as flow_objective,
+    init_flows as init_flows,
+    train_flows as train_flows,
+)
+from ._formula import (
+    CollapseFormula as CollapseFormula,
+    collapse_formula_terms as collapse_formula_terms,
+    p_collapse_formula as p_collapse_formula,
+)
 from ._initial import (
     initial_state as initial_state,
     sample_initial_overlaps as sample_initial_overlaps,
@@ -61,6 +82,23 @@ from ._objective import (
     mc_objective as mc_objective,
     objective as objective,
 )
+from ._particles import (
+    default_chunk as default_chunk,
+    particle_noise as particle_noise,
+    particle_objective as particle_objective,
+    particle_value_and_grad as particle_value_and_grad,
+)
+from ._pushforward import (
+    halfspace_masses as halfspace_masses,
+    lipschitz_lower as lipschitz_lower,
+    lipschitz_upper as lipschitz_upper,
+    mixture_tv_bound as mixture_tv_bound,
+    pushforward_tv_bound as pushforward_tv_bound,
+    required_lipschitz as required_lipschitz,
+    tv_estimate as tv_estimate,
+    tv_threshold as tv_threshold,
+)
+from ._realnvp import AffineCoupling as AffineCoupling, RealNVP as RealNVP
 from ._schedules import (
     AbstractSchedule as AbstractSchedule,
     ExponentialSchedule as ExponentialSchedule,

@@ -66,7 +66,7 @@ def _progress(args) -> bool:
 
 
 def _cmd_run(args) -> None:
-    exp = load_experiment(args.config)
+    exp = _with_precision(load_experiment(args.config), args)
     _check_out(args.out)
     from ._run import run_experiment  # heavy imports (jax) only after validation of the file
 
@@ -76,7 +76,7 @@ def _cmd_run(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    exp: Experiment = load_experiment(args.config)
+    exp: Experiment = _with_precision(load_experiment(args.config), args)
     dims = _parse_dims(args.dims)
     _check_out(args.out)
     from ._run import compare_experiment
@@ -99,6 +99,8 @@ def _cmd_sweep(args) -> None:
             raw = tomllib.load(f)
     from ._sweep import plan_sweep
 
+    if args.precision is not None:
+        raw.setdefault("simulation", {})["precision"] = args.precision
     plan = plan_sweep(raw, args.route)
     _check_out(args.out)
     if args.num_processes > 1:
@@ -115,6 +117,69 @@ def _cmd_sweep(args) -> None:
             f"wrote {os.path.join(args.out, 'results.nc')}, summary.json and phase.png "
             f"({summary['trajectories_per_second']:.0f} trajectories/s)"
         )
+
+
+def _cmd_flow(args) -> None:
+    if args.config is None:
+        import tomllib
+
+        from ._config import DEFAULT_FLOW_TOML, parse_experiment
+
+        exp = parse_experiment(tomllib.loads(DEFAULT_FLOW_TOML))
+    else:
+        exp = load_experiment(args.config)
+    _check_out(args.out)
+    from ._flowrun import run_flow_experiment
+
+    result, figure = run_flow_experiment(exp, progress=_progress(args))
+    _write_outputs(args.out, {"result.json": _json(result), "flow.png": figure})
+    print(f"wrote {os.path.join(args.out, 'result.json')} and flow.png")
+
+
+def _cmd_design(args) -> None:
+    if args.config is None:
+        import tomllib
+
+        from ._config import parse_experiment
+        from ._design import DEFAULT_DESIGN_TOML
+
+        exp = parse_experiment(tomllib.loads(DEFAULT_DESIGN_TOML))
+    else:
+        exp = load_experiment(args.config)
+    from ._design import formula_arguments
+
+    formula_arguments(exp)  # one-line ConfigError if the formula does not cover the experiment
+    if exp.annealing.kind == "none":
+        raise ConfigError("`annealing.kind`: design needs a schedule family to optimise, not none.")
+    for name in ("price", "budget"):
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"`--{name}`: must be > 0, got {getattr(args, name)}.")
+    for name in ("steps", "seeds"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"`--{name}`: must be >= 1, got {getattr(args, name)}.")
+    _check_out(args.out)
+    from ._design import design_experiment
+
+    report, figure = design_experiment(
+        exp,
+        price=args.price,
+        steps=args.steps,
+        budget=args.budget,
+        seeds=args.seeds,
+        progress=_progress(args),
+    )
+    _write_outputs(args.out, {"design.json": _json(report), "design.png": figure})
+    o, s = report["optimum"], report["start"]
+    print(f"wrote {os.path.join(args.out, 'design.json')} and design.png")
+    print(
+        f"  start   beta0 = {s['beta0']:.4g}, duration = {s['duration']:.4g}: P(collapse) "
+        f"formula {s['p_formula']:.3f}"
+    )
+    print(
+        f"  optimum beta0 = {o['beta0']:.4g}, duration = {o['duration']:.4g}: P(collapse) "
+        f"formula {o['p_formula']:.3f}, simulated {o['p_simulated']:.3f} "
+        f"[{o['p_simulated_ci'][0]:.3f}, {o['p_simulated_ci'][1]:.3f}]"
+    )
 
 
 def _cmd_agreement(args) -> None:
@@ -153,6 +218,12 @@ def _parser() -> argparse.ArgumentParser:
             help="show progress bars (default: only on a terminal)",
         )
         g.add_argument("--no-progress", dest="progress", action="store_false")
+        p.add_argument(
+            "--precision",
+            choices=("float32", "float64"),
+            default=None,
+            help="floating-point precision; overrides [simulation] precision (default float64)",
+        )
 
     run = sub.add_parser(
         "run",
@@ -225,16 +296,101 @@ def _parser() -> argparse.ArgumentParser:
         help="d in {16, 64, 256}, 20 seeds, 16 SGD particles (about 1-2 minutes)",
     )
     agree.set_defaults(func=_cmd_agreement)
+
+    flow = sub.add_parser(
+        "flow",
+        help="RealNVP normalizing-flow VI on the same target, under the same annealing",
+        description="Train [flow] seeds RealNVP flows by reverse-KL VI (time t = step * "
+        "learning_rate) on the experiment's target and annealing. Writes DIR/result.json (loss "
+        "curves, mode-mass trajectories, Lipschitz estimates, outcome block) and DIR/flow.png.",
+    )
+    common(flow, "experiment TOML file with a [flow] table (default: a built-in d = 2 experiment)")
+    flow.set_defaults(func=_cmd_flow)
+
+    design = sub.add_parser(
+        "design",
+        help="optimise the annealing schedule (beta0, duration) through the collapse formula",
+        description="Minimise P_formula(collapse) + price * duration over the experiment's "
+        "schedule family with Adam, differentiating through the formula's ODE solves "
+        "(docs/theory.md, §14); then simulate P(collapse) with the theory ODE at the optimum. "
+        "Writes DIR/design.json and DIR/design.png.",
+    )
+    common(design, "experiment TOML file (default: a built-in antipodal K = J = 2 experiment)")
+    design.add_argument(
+        "--price", type=float, default=1e-3, help="cost of one unit of annealing time (1e-3)"
+    )
+    design.add_argument("--steps", type=int, default=100, help="Adam steps at most (100)")
+    design.add_argument(
+        "--budget", type=float, default=90.0, help="optimiser wall-clock seconds at most (90)"
+    )
+    design.add_argument(
+        "--seeds", type=int, default=2000, help="theory-ODE trajectories per check (2000)"
+    )
+    design.set_defaults(func=_cmd_design)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `modecollapse` console script (computes in float64)."""
-    args = _parser().parse_args(argv)
+def _precision(args) -> str:
+    """--precision, else the experiment file's `[simulation] precision`, else float64."""
+    if getattr(args, "precision", None) is not None:
+        return args.precision
+    if args.command in ("run", "compare", "sweep"):
+        return load_experiment(args.config).simulation.precision
+    return "float64"
+
+
+def _configure_jax(precision: str) -> str | None:
+    """x64 on for float64 only; the persistent compilation cache (MODECOLLAPSE_CACHE_DIR).
+
+    Returns equinox's previous runtime-error mode if it was switched (see below), else None.
+    """
     import jax
 
-    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_x64", precision == "float64")
+    cache = os.environ.get("MODECOLLAPSE_CACHE_DIR")
+    if cache is None:
+        cache = os.path.join(os.path.expanduser("~"), ".cache", "modecollapse", "jax")
+    if cache:  # MODECOLLAPSE_CACHE_DIR="" turns the cache off
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        if "EQX_ON_ERROR" not in os.environ:
+            # JAX does not cache executables with host callbacks, which equinox's runtime checks
+            # (diffrax's `ts` checks) compile to; in the CLI a failed check gives NaN instead, and
+            # the solve then fails with a one-line NumericalFailure. EQX_ON_ERROR=raise restores.
+            # equinox reads the documented EQX_ON_ERROR variable once, at import, into this
+            # module attribute; `main` restores it when it returns. Measured on the default
+            # experiment: warm start 5 s with it, 8–10 s without.
+            import equinox._errors
+
+            previous = equinox._errors.EQX_ON_ERROR  # pyright: ignore
+            equinox._errors.EQX_ON_ERROR = "nan"  # pyright: ignore
+            return previous
+    return None
+
+
+def _restore_equinox(previous: str | None) -> None:
+    if previous is not None:
+        import equinox._errors
+
+        equinox._errors.EQX_ON_ERROR = previous  # pyright: ignore
+
+
+def _with_precision(exp: Experiment, args) -> Experiment:
+    if getattr(args, "precision", None) is None:
+        return exp
+    import dataclasses
+
+    sim = dataclasses.replace(exp.simulation, precision=args.precision)
+    return dataclasses.replace(exp, simulation=sim)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `modecollapse` console script (float64 unless float32 is chosen)."""
+    args = _parser().parse_args(argv)
+    previous = None
     try:
+        previous = _configure_jax(_precision(args))
         args.func(args)
     except ConfigError as e:
         _fail(str(e), 2)
@@ -253,3 +409,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         if os.environ.get("MODECOLLAPSE_DEBUG"):
             raise
         _fail(f"{type(e).__name__}: {e} (set MODECOLLAPSE_DEBUG=1 for a traceback)", 1)
+    finally:
+        _restore_equinox(previous)

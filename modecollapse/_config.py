@@ -24,6 +24,7 @@ TARGET_MEANS_KINDS = {
 }
 INIT_KINDS = {"random": ("norm",), "overlaps": ("R", "Q")}
 SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "kvaerno5")
+PRECISIONS = ("float64", "float32")
 
 DEFAULT_TOML = """\
 # modecollapse built-in default experiment: a bimodal target, trainable means, weights and scale,
@@ -77,6 +78,24 @@ chunk = 1000
 )
 
 
+DEFAULT_FLOW_TOML = (
+    DEFAULT_TOML.replace("dim = 64", "dim = 2")
+    + """
+# Built-in flow experiment (`modecollapse flow`): RealNVP reverse-KL VI on the same target and
+# annealing; time t_i = i * learning_rate, so the annealing duration is in those units.
+[flow]
+layers = 6
+width = 32
+steps = 2000
+learning_rate = 0.01
+particles = 128
+optimizer = "adam"
+seeds = 8
+records = 20
+"""
+)
+
+
 class ConfigError(ValueError):
     """A malformed experiment file or argument; the message is one line and names the key."""
 
@@ -117,6 +136,25 @@ class SimulationConfig:
     solver: str = "tsit5"
     max_steps: int = 100_000
     quadrature_nodes: int | None = None
+    chunk: int | None = None
+    precision: str = "float64"
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    """`[flow]`: RealNVP flow VI (docs/theory.md, §15); time t_i = i·learning_rate (NF6)."""
+
+    layers: int = 8
+    width: int = 32
+    steps: int = 2000
+    learning_rate: float = 0.01
+    particles: int = 256
+    optimizer: str = "adam"
+    seeds: int = 1
+    records: int = 20
+
+
+FLOW_OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,10 +177,13 @@ class Experiment:
     annealing: AnnealingConfig
     simulation: SimulationConfig
     sweep: SweepConfig | None = None
+    flow: FlowConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["annealing"] = {k: v for k, v in out["annealing"].items() if v is not None}
+        if out["flow"] is None:
+            del out["flow"]
         if out["sweep"] is None:
             del out["sweep"]
         elif self.sweep is not None:
@@ -364,12 +405,15 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
         quadrature_nodes=(
             st.integer("quadrature_nodes", low=2) if "quadrature_nodes" in st.data else None
         ),
+        chunk=st.integer("chunk", low=1) if "chunk" in st.data else None,
+        precision=st.string("precision", PRECISIONS, "float64"),
     )
     st.done()
     sweep = _sweep_table(top.table("sweep")) if "sweep" in data else None
+    flow = _flow_table(top.table("flow")) if "flow" in data else None
     top.done()
     return Experiment(
-        dim, t_end, save_points, seed, target, variational, annealing, simulation, sweep
+        dim, t_end, save_points, seed, target, variational, annealing, simulation, sweep, flow
     )
 
 
@@ -393,6 +437,32 @@ def _sweep_table(sw: _Table) -> SweepConfig:
     collect(params.data, "")
     out = SweepConfig(parameters, sw.integer("seeds", low=1), sw.integer("chunk", low=1))
     sw.done()
+    return out
+
+
+def _flow_table(ft: _Table) -> FlowConfig:
+    """`[flow]`: layers, width, steps, learning_rate, particles, optimizer, seeds, records."""
+    d = FlowConfig()
+    steps = ft.integer("steps", d.steps, low=1)
+    out = FlowConfig(
+        layers=ft.integer("layers", d.layers, low=1),
+        width=ft.integer("width", d.width, low=1),
+        steps=steps,
+        learning_rate=ft.number("learning_rate", d.learning_rate, low=0.0, low_open=True),
+        particles=ft.integer("particles", d.particles, low=1),
+        optimizer=ft.string("optimizer", FLOW_OPTIMIZERS, d.optimizer),
+        seeds=ft.integer("seeds", d.seeds, low=1),
+        # default: the largest divisor of `steps` up to 20
+        records=ft.integer(
+            "records", max(r for r in range(1, d.records + 1) if steps % r == 0), low=1
+        ),
+    )
+    if out.steps % out.records:
+        raise ConfigError(
+            f"`{ft.key('records')}`: must divide `{ft.key('steps')}` ({out.steps}), "
+            f"got {out.records}."
+        )
+    ft.done()
     return out
 
 

@@ -171,16 +171,28 @@ def build_problem(exp: Experiment) -> Problem:
     )
     family = IsotropicMixture(jnp.asarray(M), jnp.log(jnp.asarray(v.weights)), log_s0)
     sim = exp.simulation
-    K = v.components
     if sim.estimator == "exact":
         estimator: AbstractEstimator = ExactEstimator(sim.quadrature_nodes)
     elif sim.estimator == "mc-fixed":
-        estimator = FixedParticles.draw(k_particles, sim.particles, K, exp.dim)
+        estimator = FixedParticles(k_particles, sim.particles, sim.chunk)
     else:
-        estimator = FreshParticles(k_particles, sim.particles, sim.step)
+        estimator = FreshParticles(k_particles, sim.particles, sim.step, sim.chunk)
     rates = LearningRates(**v.learning_rates, adiabatic_scale=adiabatic)
     ts = jnp.linspace(0.0, exp.t_end, exp.save_points)
+    if sim.precision == "float32":  # `[simulation] precision`: compute in float32 even under x64
+        target, family, ts = _to_float32((target, family, ts))
     return Problem(exp, target, family, schedule, rates, estimator, ts)
+
+
+def _to_float32(tree: Any) -> Any:
+    """Cast every floating leaf to float32 (bypassing the constructors' default-float cast)."""
+
+    def cast(x):
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(jnp.float32)
+        return x
+
+    return jax.tree.map(cast, tree)
 
 
 def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:

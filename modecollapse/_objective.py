@@ -11,6 +11,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._expectations import expected_lse
 from ._mixtures import GaussianMixture, IsotropicMixture
+from ._particles import Params, family_from_params, particle_objective, particle_value_and_grad
 from ._summary import GramState, TargetStatistics
 
 
@@ -118,13 +119,35 @@ def mc_objective(
 
 
 class AbstractEstimator(eqx.Module):
-    """A route to ∇_θ F: the gradient flow differentiates `objective` with `jax.grad`."""
+    """A route to ∇_θ F: the gradient flow calls `value_and_grad` (by default `jax.value_and_grad`
+    of `objective` with respect to θ = (means, logits, log_scale))."""
 
     @abc.abstractmethod
     def objective(
         self, family: IsotropicMixture, target: GaussianMixture, beta: ArrayLike, t: ArrayLike
     ) -> Float[Array, ""]:
         """The function of θ whose gradient drives the flow at time `t`."""
+
+    def value_and_grad(
+        self, family: IsotropicMixture, target: GaussianMixture, beta: ArrayLike, t: ArrayLike
+    ) -> tuple[Float[Array, ""], Params]:
+        """`objective` and its gradient with respect to θ = (means, logits, log_scale).
+
+        **Arguments:** as `objective`.
+
+        **Returns:** `(value, (grad_means, grad_logits, grad_log_scale))`.
+
+        **Example:**
+        ```python
+        value, (gm, ga, gs) = ExactEstimator().value_and_grad(q, p, 1.0, 0.0)
+        gm.shape  # (K, d)
+        ```
+        """
+
+        def f(params):
+            return self.objective(family_from_params(params), target, beta, t)
+
+        return jax.value_and_grad(f)((family.means, family.logits, family.log_scale))
 
     @property
     def fixed_step(self) -> float | None:
@@ -154,41 +177,90 @@ class ExactEstimator(AbstractEstimator):
         return objective(family, target, beta, self.nodes)
 
 
+def _check_particles(n: int, chunk: int | None) -> None:
+    if n < 1:
+        raise ValueError("`n` (particles per component) must be >= 1.")
+    if chunk is not None and chunk < 1:
+        raise ValueError("`chunk` (particles per chunk) must be >= 1, or None for the default.")
+
+
+def _params(family: IsotropicMixture) -> Params:
+    return (family.means, family.logits, family.log_scale)
+
+
 class FixedParticles(AbstractEstimator):
     """`mc-fixed`: n particles per component drawn once, so the flow is a deterministic ODE.
 
+    The particles are never stored: particle i is regenerated from `fold_in(key, i)` chunk by
+    chunk at every evaluation (eqs. (E4)–(E7)), so memory is O(chunk · K · d) at any n and d.
+    `particle_noise(key, n, K, d)` materialises the same particles for small problems.
+
     **Arguments:**
 
-    - `noise`: the standard normal draws, shape (K, n, d). Build with `FixedParticles.draw`.
+    - `key`: PRNG key of the particles.
+    - `n`: particles per component.
+    - `chunk`: particles per chunk (default None: K · chunk · d ≤ 2²³ numbers).
 
     **Example:**
     ```python
-    est = FixedParticles.draw(jr.key(0), n=1024, components=2, dim=3)
-    est.noise.shape  # (2, 1024, 3)
+    est = FixedParticles(jr.key(0), n=1024, chunk=256)
+    value, grads = est.value_and_grad(q, p, 1.0, 0.0)
     ```
     """
 
-    noise: Float[Array, "k n d"]
+    key: PRNGKeyArray
+    n: int = eqx.field(static=True)
+    chunk: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        _check_particles(self.n, self.chunk)
 
     @classmethod
-    def draw(cls, key: PRNGKeyArray, n: int, components: int, dim: int) -> "FixedParticles":
-        return cls(jr.normal(key, (components, n, dim)))
+    def draw(
+        cls,
+        key: PRNGKeyArray,
+        n: int,
+        components: int | None = None,
+        dim: int | None = None,
+        chunk: int | None = None,
+    ) -> "FixedParticles":
+        """The estimator of n particles per component from `key` (nothing is allocated).
+
+        **Arguments:**
+
+        - `key`, `n`, `chunk`: as the fields.
+        - `components`, `dim`: accepted for compatibility; the shapes come from the family.
+
+        **Returns:** a `FixedParticles`.
+
+        **Example:**
+        ```python
+        est = FixedParticles.draw(jr.key(0), 1024, 2, 3)
+        ```
+        """
+        del components, dim
+        return cls(key, n, chunk)
 
     def objective(self, family, target, beta, t):
-        return mc_objective(family, target, beta, self.noise)
+        return particle_objective(_params(family), target, beta, self.key, self.n, self.chunk)
+
+    def value_and_grad(self, family, target, beta, t):
+        return particle_value_and_grad(_params(family), target, beta, self.key, self.n, self.chunk)
 
 
 class FreshParticles(AbstractEstimator):
     """`mc-fresh`: new particles at every step of a fixed-step Euler scheme, i.e. SGD (eq. (E3)).
 
-    The particles of the step starting at time t are drawn from `fold_in(key, round(t/step))`, so
-    a run is reproducible from its key.
+    The particles of the step starting at time t are those of `FixedParticles` with the key
+    `fold_in(key, round(t/step))`, regenerated chunk by chunk (eqs. (E4)–(E7)), so a run is
+    reproducible from its key and memory is O(chunk · K · d).
 
     **Arguments:**
 
     - `key`: PRNG key of the run.
     - `n`: particles per component.
     - `step`: the Euler step η (the SGD learning rate, in units of the flow's time).
+    - `chunk`: particles per chunk (default None: K · chunk · d ≤ 2²³ numbers).
 
     **Example:**
     ```python
@@ -200,10 +272,10 @@ class FreshParticles(AbstractEstimator):
     key: PRNGKeyArray
     n: int = eqx.field(static=True)
     step: float = eqx.field(static=True)
+    chunk: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if self.n < 1:
-            raise ValueError("`n` (particles per component) must be >= 1.")
+        _check_particles(self.n, self.chunk)
         if not self.step > 0:
             raise ValueError("`step` must be > 0.")
 
@@ -211,8 +283,15 @@ class FreshParticles(AbstractEstimator):
     def fixed_step(self) -> float | None:
         return self.step
 
-    def objective(self, family, target, beta, t):
+    def step_key(self, t: ArrayLike) -> PRNGKeyArray:
+        """The particle key of the Euler step starting at time `t`: fold_in(key, round(t/step))."""
         index = jnp.round(jnp.asarray(t) / self.step).astype(jnp.int32)
-        shape = (family.n_components, self.n, family.dim)
-        noise = jr.normal(jr.fold_in(self.key, index), shape, dtype=family.means.dtype)
-        return mc_objective(family, target, beta, noise)
+        return jr.fold_in(self.key, index)
+
+    def objective(self, family, target, beta, t):
+        key = self.step_key(t)
+        return particle_objective(_params(family), target, beta, key, self.n, self.chunk)
+
+    def value_and_grad(self, family, target, beta, t):
+        key = self.step_key(t)
+        return particle_value_and_grad(_params(family), target, beta, key, self.n, self.chunk)

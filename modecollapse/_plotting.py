@@ -263,3 +263,47 @@ def agreement_figure(report: dict[str, Any]) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     return _png(fig)
+
+
+def design_figure(report: dict[str, Any]) -> bytes:
+    """design.png: the formula's P(collapse) + λτ landscape, the optimiser's path, and checks."""
+    land = report["landscape"]
+    b, t = np.asarray(land["beta0"]), np.asarray(land["duration"])
+    p = np.asarray(land["p_formula"])
+    price = report["price"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    ax = axes[0]
+    B, Tg = np.meshgrid(b, t, indexing="ij")
+    cs = ax.contourf(B, Tg, p + price * Tg, levels=20, cmap="viridis")
+    ax.contour(B, Tg, p, levels=[0.05], colors="w", linestyles="--")
+    fig.colorbar(cs, ax=ax, label=f"P_formula + λτ  (λ = {price:g})")
+    hist = report["optimiser"]["history"]
+    ax.plot([h["beta0"] for h in hist], [h["duration"] for h in hist], "r.-", ms=3, lw=1)
+    opt = report["optimum"]
+    ax.plot(opt["beta0"], opt["duration"], "r*", ms=14, label="optimum")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("β0")
+    ax.set_ylabel("annealing time τ")
+    ax.set_title(f"{report['family']} schedule: objective (white dashes: P_formula = 5%)")
+    ax.legend(loc="lower left")
+    ax = axes[1]
+    ax.plot([h["p"] for h in hist], label="P_formula along the path")
+    ax.plot([h["objective"] for h in hist], label="objective P + λτ")
+    best = min(range(len(hist)), key=lambda i: hist[i]["objective"])
+    lo, hi = opt["p_simulated_ci"]
+    ax.errorbar(
+        [best],
+        [opt["p_simulated"]],
+        yerr=[[opt["p_simulated"] - lo], [hi - opt["p_simulated"]]],
+        fmt="s",
+        color="C3",
+        capsize=4,
+        label="simulated at the optimum (theory ODE, Wilson 95%)",
+    )
+    ax.set_xlabel("Adam step")
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("formula along the optimisation, and simulation")
+    return _png(fig)

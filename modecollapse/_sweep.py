@@ -200,9 +200,9 @@ def _full_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
         if sim.estimator == "exact":
             estimator: Any = ExactEstimator(sim.quadrature_nodes)
         elif sim.estimator == "mc-fixed":
-            estimator = FixedParticles.draw(particle_key, sim.particles, *family.means.shape)
+            estimator = FixedParticles(particle_key, sim.particles, sim.chunk)
         else:
-            estimator = FreshParticles(particle_key, sim.particles, sim.step)
+            estimator = FreshParticles(particle_key, sim.particles, sim.step, sim.chunk)
         rates = jax.tree.map(jnp.asarray, problem.rates)
         specs.append(
             (family, problem.target, problem.schedule, rates, estimator, problem.ts, metric_key)

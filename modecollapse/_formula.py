@@ -1,0 +1,248 @@
+"""A sharp formula for P(collapse) under annealing (docs/theory.md, §13, eqs. (P1)–(P9)).
+
+Two components (K = 2, equal initial weights) fit an antipodal two-mode target μ_{1,2} = ±μ.
+Near the symmetric state the projections r_k = m_k·μ/|μ| split into a symmetric part
+u = (r_1 + r_2)/2 and an antisymmetric part v = (r_1 − r_2)/2. Linearising the theory ODE
+(eqs. (T1)–(T2)) in (u, v) gives growth rates that differ only by the q–q overlap repulsion
+(eq. (P3)); integrating them along the schedule, with the overlap switching itself off as the
+components separate (eq. (P4)), maps the Bartlett initial law (u0, v0 i.i.d. N(0, c²/2d)) to the
+final sign pattern of (r_1, r_2): the means end on the same mode iff |u| > |v| (eqs. (P6)–(P8)).
+"""
+
+import math
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._integrals import sigmoid_moment
+from ._schedules import AbstractSchedule
+
+SCALE_COUPLINGS = ("adiabatic", "frozen")
+_MAX_SEPARATION2 = 1e4  # δ²/s² beyond which the overlap E_12 is below 1e-300: cap it (eq. (P4))
+_QUADRATURE = 48  # Gauss–Legendre nodes of the outer integral over |v0| (eq. (P9))
+
+
+def _half_normal_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z_i = Φ⁻¹((1 + p_i)/2) and weights for E f(|Z|) = ∫_0^1 f(z(p)) dp."""
+    from statistics import NormalDist
+
+    x, w = np.polynomial.legendre.leggauss(n)
+    p = 0.5 * (x + 1.0)
+    z = np.array([NormalDist().inv_cdf(0.5 * (1.0 + pi)) for pi in p])
+    return z, 0.5 * w
+
+
+_Z_NODES, _Z_WEIGHTS = _half_normal_rule(_QUADRATURE)
+
+
+def _Phi(x: Array) -> Array:
+    return 0.5 * jax.lax.erfc(-x / math.sqrt(2.0))
+
+
+class CollapseFormula(eqx.Module):
+    """The terms of the formula (eqs. (P5)–(P9)) at the quadrature nodes of |v0|.
+
+    **Fields:**
+
+    - `p`: predicted P(collapse by mean alignment), eq. (P9).
+    - `z`: the nodes |v0|/σ0 of the outer integral (half-normal quantiles).
+    - `log_ratio`: ΔΛ(|v0|) = ∫ η w χ/s² dt at each node, the log-advantage of the antisymmetric
+      mode (eq. (P5)); it grows as |v0| shrinks, since small splits stay overlapped longer.
+    - `bias`: y(t_end)/σ0 at each node: the symmetric drift forced by unequal target weights,
+      in units of the initial spread (eq. (P7)); 0 for ρ = ½.
+    - `overlap`: χ(t_end) at each node: the q–q overlap left at the end (near 0 once the split
+      locked; near 1 means t_end was too short for the sign pattern to lock).
+    """
+
+    p: Float[Array, ""]
+    z: Float[Array, " n"]
+    log_ratio: Float[Array, " n"]
+    bias: Float[Array, " n"]
+    overlap: Float[Array, " n"]
+
+
+def _overlap(log_sep2: Array, log_s2: Array) -> Array:
+    """χ = E_12 + E_21 = 2 E[σ(−δ²/2s² + (δ/s) Z)] for equal weights (eq. (P4))."""
+    r2 = jnp.exp(jnp.minimum(log_sep2 - log_s2, math.log(_MAX_SEPARATION2)))
+    return 2.0 * sigmoid_moment(0, -0.5 * r2, r2)
+
+
+def _log_s2(schedule, t, sigma, log_s0):
+    if log_s0 is None:  # adiabatic: s² = σ²/β (eq. (S5))
+        return 2.0 * jnp.log(sigma) - jnp.log(schedule(t))
+    return 2.0 * log_s0
+
+
+def _log_sep2(ell, log_v0, log_a):
+    # separation² = |Δ_⊥|² + (r_1 − r_2)², with r_1 − r_2 = 2 v0 e^{Λ_a} (eq. (P4))
+    return jnp.logaddexp(2.0 * ell, jnp.log(4.0) + 2.0 * (log_v0 + log_a))
+
+
+def _field(t, y, args):
+    ell, log_a, _, drift = y
+    schedule, half_sep, sigma, logit_rho, rate, log_v0, log_s0 = args
+    beta = schedule(t)
+    sig2 = sigma**2
+    log_s2 = _log_s2(schedule, t, sigma, log_s0)
+    s2 = jnp.exp(log_s2)
+    A = half_sep**2
+    v_p = 4.0 * s2 * A / sig2**2  # variance of the p-logit difference under q_k (eq. (G1))
+    f0 = sigmoid_moment(0, logit_rho, v_p)
+    f1 = sigmoid_moment(1, logit_rho, v_p)
+    eta_w = 0.5 * rate  # η_m w_k with w_k = ½
+    lam_s = eta_w * beta / sig2 * (4.0 * f1 * A / sig2 - 1.0)  # eq. (P2)
+    chi = _overlap(_log_sep2(ell, log_v0, log_a), log_s2)
+    repulsion = eta_w * chi / s2  # eq. (P3)
+    force = eta_w * beta / sig2 * half_sep * (2.0 * f0 - 1.0)  # eq. (P1)
+    d_ell = eta_w * (chi / s2 - beta / sig2)  # eq. (P4)
+    d_drift = -repulsion * drift + force * jnp.exp(-log_a)  # eq. (P7)
+    return (d_ell, lam_s + repulsion, repulsion, d_drift)
+
+
+def collapse_formula_terms(
+    schedule: AbstractSchedule,
+    *,
+    target_norm: ArrayLike,
+    weight: ArrayLike = 0.5,
+    scale: ArrayLike = 1.0,
+    init_norm: ArrayLike,
+    dim: ArrayLike,
+    t_end: ArrayLike,
+    rate: ArrayLike = 1.0,
+    scale_coupling: str = "adiabatic",
+    variational_scale: ArrayLike | None = None,
+) -> CollapseFormula:
+    """The formula's terms: ΔΛ, the forced bias, the final overlap and P (eqs. (P1)–(P9)).
+
+    **Arguments:** as in `p_collapse_formula`.
+
+    **Returns:** a `CollapseFormula`.
+
+    **Example:**
+    ```python
+    terms = collapse_formula_terms(LinearSchedule(0.05, 50.0), target_norm=5.0, init_norm=1.0,
+                                   dim=1000, t_end=300.0)
+    terms.log_ratio, terms.p
+    ```
+    """
+    if scale_coupling not in SCALE_COUPLINGS:
+        raise ValueError(
+            f"`scale_coupling` must be one of {SCALE_COUPLINGS}, got {scale_coupling!r}."
+        )
+    if scale_coupling == "adiabatic" and variational_scale is not None:
+        raise ValueError('`variational_scale` is only used with `scale_coupling="frozen"`.')
+    dtype = jnp.result_type(float)
+    jumps = tuple(b for b in schedule.breakpoints if b > 0)  # static kinks, if known
+    schedule = jax.tree.map(lambda x: jnp.asarray(x, dtype), schedule)
+    numbers = (target_norm, weight, scale, init_norm, dim, t_end, rate)
+    numbers = tuple(jnp.asarray(x, dtype) for x in numbers)
+    if scale_coupling == "frozen":
+        s0 = scale if variational_scale is None else variational_scale
+        frozen = jnp.asarray(s0, dtype)
+    else:
+        frozen = None
+    return _terms(schedule, numbers, frozen, jnp.asarray(jumps, dtype) if jumps else None)
+
+
+@eqx.filter_jit
+def _terms(schedule, numbers, frozen, jumps) -> CollapseFormula:
+    half_sep, rho, sigma, c, d, t1, rate = numbers
+    dtype = half_sep.dtype
+    rho = eqx.error_if(rho, (rho <= 0) | (rho >= 1), "`weight` (ρ) must lie in (0, 1).")
+    c = eqx.error_if(c, c <= 0, "`init_norm` must be > 0.")
+    d = eqx.error_if(d, d < 2, "`dim` must be >= 2.")
+    log_sigma0 = jnp.log(c) - 0.5 * jnp.log(2.0 * d)  # u0, v0 ~ N(0, c²/2d) (eq. (P6))
+    ell0 = 0.5 * jnp.log(2.0 * c**2 * (d - 1.0) / d)  # E|P⊥(m_1 − m_2)|² = 2c²(d−1)/d (B5)
+    log_s0 = None if frozen is None else jnp.log(frozen)
+    logit_rho = jnp.log(rho / (1 - rho))
+    # Outer integral over |v0| = σ0 z, z half-normal, on its probability scale (eq. (P9)).
+    z = jnp.asarray(_Z_NODES, dtype)
+    controller: diffrax.AbstractStepSizeController = diffrax.PIDController(rtol=1e-8, atol=1e-10)
+    if jumps is not None:
+        controller = diffrax.ClipStepSizeController(controller, jump_ts=jumps)
+    zero = jnp.zeros((), dtype)
+
+    def solve(log_v0):
+        args = (schedule, half_sep, sigma, logit_rho, rate, log_v0, log_s0)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_field),
+            diffrax.Tsit5(),
+            zero,
+            t1,
+            None,
+            (ell0, zero, zero, zero),
+            args=args,
+            stepsize_controller=controller,
+            max_steps=16384,
+        )
+        ell, log_a, log_ratio, drift = (x[-1] for x in sol.ys)  # type: ignore
+        log_s2 = _log_s2(schedule, t1, sigma, log_s0)
+        return log_ratio, drift, _overlap(_log_sep2(ell, log_v0, log_a), log_s2)
+
+    log_ratio, drift, overlap = jax.vmap(solve)(log_sigma0 + jnp.log(z))
+    bias = drift / jnp.exp(log_sigma0)
+    # collapse iff |u0 e^{−ΔΛ} + y| > |v0|, u0 ~ N(0, σ0²) (eq. (P8))
+    gain = jnp.exp(jnp.minimum(log_ratio, 600.0))  # the cap keeps gradients finite
+    p_node = 1.0 - _Phi((z - bias) * gain) + _Phi((-z - bias) * gain)
+    p = jnp.dot(jnp.asarray(_Z_WEIGHTS, dtype), p_node)
+    return CollapseFormula(jnp.clip(p, 0.0, 1.0), z, log_ratio, bias, overlap)
+
+
+def p_collapse_formula(
+    schedule: AbstractSchedule,
+    *,
+    target_norm: ArrayLike,
+    weight: ArrayLike = 0.5,
+    scale: ArrayLike = 1.0,
+    init_norm: ArrayLike,
+    dim: ArrayLike,
+    t_end: ArrayLike,
+    rate: ArrayLike = 1.0,
+    scale_coupling: str = "adiabatic",
+    variational_scale: ArrayLike | None = None,
+) -> Float[Array, ""]:
+    """Predicted P(collapse by mean alignment) for K = J = 2 on an antipodal target (eq. (P9)).
+
+    P = P(|v(t_end)| < |u(t_end)|), the probability that both means end on the same side of the
+    target's symmetry plane, from the growth rates of the symmetric and antisymmetric modes
+    integrated along the schedule and the exact initial law of (u0, v0). Differentiable in the
+    schedule's parameters (gradients through diffrax). Assumptions and regime: docs/theory.md §13.
+
+    **Arguments:**
+
+    - `schedule`: β(t), any `AbstractSchedule`.
+    - `target_norm`: |μ|: the target means are ±μ.
+    - `weight`: ρ, the weight of the first target mode (default ½).
+    - `scale`: σ, the target's component scale.
+    - `init_norm`: c: the initial means are m_k = c g_k/√d (eq. (B1)).
+    - `dim`: d.
+    - `t_end`: the horizon of the flow.
+    - `rate`: η_m, the learning rate of the means (weights start equal, w_k = ½).
+    - `scale_coupling`: "adiabatic" (s² = σ²/β(t), eq. (S5); also the large-d limit of a trained
+      scale) or "frozen" (s fixed at `variational_scale`, default σ).
+    - `variational_scale`: s for `scale_coupling="frozen"`.
+
+    **Returns:** the scalar P in [0, 1].
+
+    **Example:**
+    ```python
+    p = p_collapse_formula(LinearSchedule(0.05, 50.0), target_norm=5.0, init_norm=1.0,
+                           dim=1000, t_end=300.0)
+    ```
+    """
+    return collapse_formula_terms(
+        schedule,
+        target_norm=target_norm,
+        weight=weight,
+        scale=scale,
+        init_norm=init_norm,
+        dim=dim,
+        t_end=t_end,
+        rate=rate,
+        scale_coupling=scale_coupling,
+        variational_scale=variational_scale,
+    ).p

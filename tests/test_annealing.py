@@ -1,0 +1,223 @@
+"""The collapse formula (docs/theory.md, §13) and schedule design (§14)."""
+
+import math
+import tomllib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import modecollapse as mc
+from modecollapse import _formula
+from modecollapse._cli import main
+from modecollapse._design import (
+    DEFAULT_DESIGN_TOML,
+    formula_arguments,
+    make_schedule,
+    optimise_schedule,
+    simulate_collapse,
+)
+
+NORM, DIM = 5.0, 1000
+BASE = dict(target_norm=NORM, init_norm=3.0, dim=DIM, t_end=300.0)
+
+
+def _state(r1, r2, perp, norm, log_s):
+    """(R, Q) of m_k = r_k e + perp e_{k+1}: projections r_k on μ/|μ|, orthogonal parts apart."""
+    R = jnp.array([[r1 * norm, -r1 * norm], [r2 * norm, -r2 * norm]])
+    Q = jnp.array([[r1 * r1 + perp**2, r1 * r2], [r1 * r2, r2 * r2 + perp**2]])
+    return mc.GramState(R, Q, jnp.zeros(2), jnp.asarray(log_s))
+
+
+@pytest.mark.parametrize("beta, perp", [(0.05, 3.0), (0.4, 0.5), (1.0, 3.0)])
+def test_linear_rates_match_the_theory_vector_field(beta, perp):
+    """Eqs. (P2)–(P4) against the hand-derived theory RHS (T1)–(T2), differentiated by autodiff."""
+    sigma, norm, rate = 1.0, NORM, 1.0
+    T = jnp.array([[norm**2, -(norm**2)], [-(norm**2), norm**2]])
+    target = mc.TargetStatistics(T, jnp.log(jnp.array([0.5, 0.5])), jnp.asarray(sigma))
+    log_s = 0.5 * math.log(sigma**2 / beta)  # adiabatic scale at this β
+    rates = mc.LearningRates(rate, 0.0, 0.0)
+    schedule = mc.LinearSchedule(beta, 1e9)  # β constant over the instant we look at
+
+    def dr(r1, r2):
+        d = mc.theory_vector_field(
+            0.0, _state(r1, r2, perp, norm, log_s), target, schedule, rates, DIM
+        )
+        return d.R[:, 0] / norm
+
+    # growth rates of u = (r1 + r2)/2 and v = (r1 − r2)/2 at the symmetric state (linear in r)
+    _, du = jax.jvp(dr, (0.0, 0.0), (1.0, 1.0))
+    _, dv = jax.jvp(dr, (0.0, 0.0), (1.0, -1.0))
+    lam_u = float(du[0])
+    lam_v = float(dv[0])
+    # the formula's rates at the same point (log v0 very small: separation = orthogonal part)
+    y = (jnp.log(perp * math.sqrt(2.0)), jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+    args = (
+        schedule,
+        jnp.asarray(norm),
+        jnp.asarray(sigma),
+        jnp.zeros(()),
+        jnp.asarray(rate),
+        jnp.asarray(-60.0),
+        None,
+    )
+    _, d_log_a, d_ratio, _ = _formula._field(jnp.zeros(()), y, args)
+    assert lam_v == pytest.approx(float(d_log_a), rel=1e-7, abs=1e-10)
+    assert lam_v - lam_u == pytest.approx(float(d_ratio), rel=1e-7, abs=1e-10)
+
+
+def test_outer_integral_has_converged():
+    """The 48-node half-normal rule of eq. (P9) against a 160-node rule."""
+    schedule = mc.LinearSchedule(0.03, 50.0)
+    for weight in (0.7,):
+        coarse = mc.p_collapse_formula(schedule, weight=weight, **BASE)
+        z, w = _formula._Z_NODES, _formula._Z_WEIGHTS
+        try:
+            _formula._Z_NODES, _formula._Z_WEIGHTS = _formula._half_normal_rule(160)
+            fine = mc.p_collapse_formula(schedule, weight=weight, **BASE)
+        finally:
+            _formula._Z_NODES, _formula._Z_WEIGHTS = z, w
+        assert abs(float(coarse) - float(fine)) < 1e-6
+
+
+def test_separated_start_gives_one_half():
+    """Components that start far apart never overlap: ΔΛ = 0 and each falls to its nearest mode
+    independently, P = ½ (eq. (P9) with k = 1)."""
+    terms = mc.collapse_formula_terms(
+        mc.NoAnnealing(),
+        target_norm=NORM,
+        init_norm=60.0,
+        dim=DIM,
+        t_end=100.0,
+        scale_coupling="frozen",
+    )
+    assert float(jnp.max(terms.log_ratio)) < 1e-3
+    assert float(terms.p) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_slower_annealing_lowers_the_prediction():
+    ps = [
+        float(mc.p_collapse_formula(mc.LinearSchedule(0.03, t), **BASE)) for t in (5.0, 50.0, 150.0)
+    ]
+    none = float(mc.p_collapse_formula(mc.NoAnnealing(), **BASE))
+    assert none > ps[0] > ps[1] > ps[2] > 0.0
+
+
+def test_gradients_match_central_differences():
+    """d P_formula/d(β0, τ) through diffrax against central finite differences."""
+
+    def p(theta):
+        return mc.p_collapse_formula(mc.LinearSchedule(theta[0], theta[1]), **BASE)
+
+    theta = jnp.array([0.2, 30.0])
+    grad = jax.grad(p)(theta)
+    for i, h in ((0, 1e-4), (1, 1e-3)):
+        e = jnp.zeros(2).at[i].set(h)
+        fd = (p(theta + e) - p(theta - e)) / (2 * h)
+        assert float(grad[i]) == pytest.approx(float(fd), rel=1e-4, abs=1e-8)
+    assert float(grad[1]) < 0  # longer annealing helps
+
+
+def test_formula_matches_the_theory_monte_carlo_in_its_regime():
+    """ρ = ½, c/s(0) ≤ 1, fast annealing: within 0.05 + 3 SE of the theory-ODE Monte Carlo
+    (the regime pinned in docs/theory.md, §13; the phase diagram reports every cell)."""
+    exp = _design_experiment()
+    seeds = 300
+    sim = simulate_collapse(exp, "linear", 0.1, 15.0, seeds)
+    pred = float(mc.p_collapse_formula(mc.LinearSchedule(0.1, 15.0), **formula_arguments(exp)))
+    se = math.sqrt(max(sim["p_collapse"] * (1 - sim["p_collapse"]), 0.01) / seeds)
+    assert abs(pred - sim["p_collapse"]) < 0.05 + 3 * se
+
+
+def _design_experiment(**replace):
+    text = DEFAULT_DESIGN_TOML
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return mc.parse_experiment(tomllib.loads(text))
+
+
+def test_formula_arguments_reject_what_it_does_not_cover():
+    with pytest.raises(mc.ConfigError, match="variational.components"):
+        formula_arguments(
+            _design_experiment(
+                **{
+                    "components = 2\nweights = [0.5, 0.5]": (
+                        "components = 3\nweights = [0.4, 0.3, 0.3]"
+                    )
+                }
+            )
+        )
+    with pytest.raises(mc.ConfigError, match="variational.weights"):
+        formula_arguments(
+            _design_experiment(
+                **{
+                    "weights = [0.5, 0.5]\nscale = 1.0\ninit": (
+                        "weights = [0.6, 0.4]\nscale = 1.0\ninit"
+                    )
+                }
+            )
+        )
+
+
+def test_schedule_families():
+    b = 0.1
+    for kind in ("linear", "geometric"):
+        s = make_schedule(kind, b, 20.0)
+        assert float(s(0.0)) == pytest.approx(b) and float(s(20.0)) == pytest.approx(1.0)
+    s = make_schedule("exponential", b, 20.0)
+    assert float(s(20.0)) == pytest.approx(1 - 0.9 * math.exp(-3.0))
+
+
+@pytest.mark.slow
+def test_optimiser_lowers_the_objective():
+    res = optimise_schedule(
+        "linear",
+        formula_arguments(_design_experiment()),
+        beta0=0.5,
+        duration=5.0,
+        price=1e-3,
+        steps=12,
+        learning_rate=0.2,
+    )
+    assert res.objective < res.history[0]["objective"] - 0.05
+    assert np.isfinite(res.p) and res.steps == 12
+
+
+@pytest.mark.parametrize(
+    "argv, key",
+    [(["--price", "0"], "--price"), (["--steps", "0"], "--steps"), (["--seeds", "-3"], "--seeds")],
+)
+def test_design_cli_one_line_errors(tmp_path, capsys, argv, key):
+    with pytest.raises(SystemExit) as e:
+        main(["design", "--out", str(tmp_path / "o"), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert key in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_design_cli_rejects_uncovered_experiment(tmp_path, capsys):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(
+        DEFAULT_DESIGN_TOML.replace(
+            'kind = "antipodal", norm = 5.0', 'kind = "orthogonal", norms = [5.0, 5.0]'
+        )
+    )
+    with pytest.raises(SystemExit) as e:
+        main(["design", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "target.means.kind" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_design_cli_end_to_end(tmp_path):
+    import json
+
+    main(["design", "--out", str(tmp_path / "o"), "--steps", "40", "--seeds", "1000"])
+    report = json.loads((tmp_path / "o" / "design.json").read_text())
+    opt = report["optimum"]
+    assert opt["objective"] < report["optimiser"]["history"][0]["objective"]
+    lo, hi = opt["p_simulated_ci"]
+    assert lo - 0.05 <= opt["p_formula"] <= hi + 0.05
+    assert (tmp_path / "o" / "design.png").stat().st_size > 10_000
