@@ -79,10 +79,11 @@ chunk = 1000
 
 
 DEFAULT_FLOW_TOML = (
-    DEFAULT_TOML.replace("dim = 64", "dim = 2")
+    DEFAULT_TOML.replace("dim = 64", "dim = 2").replace("duration = 20.0", "duration = 10.0")
     + """
-# Built-in flow experiment (`modecollapse flow`): RealNVP reverse-KL VI on the same target and
-# annealing; time t_i = i * learning_rate, so the annealing duration is in those units.
+# Built-in flow experiment (`modecollapse flow`): RealNVP reverse-KL VI on the same target, with
+# linear annealing over the first half of training; time t_i = i * learning_rate, so the
+# annealing duration is in those units (t_end = steps * learning_rate = 20).
 [flow]
 layers = 6
 width = 32
