@@ -339,13 +339,15 @@ def _precision(args) -> str:
     return "float64"
 
 
-def _configure_jax(precision: str) -> str | None:
+def _configure_jax(precision: str) -> dict[str, Any]:
     """x64 on for float64 only; the persistent compilation cache (MODECOLLAPSE_CACHE_DIR).
 
-    Returns equinox's previous runtime-error mode if it was switched (see below), else None.
+    Returns the previous precision and equinox error mode, for `_restore_jax` (the cache stays:
+    it only stores compilations).
     """
     import jax
 
+    previous: dict[str, Any] = {"jax_enable_x64": jax.config.read("jax_enable_x64")}
     jax.config.update("jax_enable_x64", precision == "float64")
     cache = os.environ.get("MODECOLLAPSE_CACHE_DIR")
     if cache is None:
@@ -363,17 +365,24 @@ def _configure_jax(precision: str) -> str | None:
             # experiment: warm start 5 s with it, 8–10 s without.
             import equinox._errors
 
-            previous = equinox._errors.EQX_ON_ERROR  # pyright: ignore
+            previous["EQX_ON_ERROR"] = equinox._errors.EQX_ON_ERROR  # pyright: ignore
             equinox._errors.EQX_ON_ERROR = "nan"  # pyright: ignore
-            return previous
-    return None
+    return previous
 
 
-def _restore_equinox(previous: str | None) -> None:
-    if previous is not None:
+def _restore_jax(previous: dict[str, Any]) -> None:
+    """Undo `_configure_jax`, so that calling `main` in a process leaves the library as it was."""
+    import jax
+
+    if "jax_enable_x64" in previous:
+        jax.config.update("jax_enable_x64", previous["jax_enable_x64"])
+    if "EQX_ON_ERROR" in previous:
         import equinox._errors
 
-        equinox._errors.EQX_ON_ERROR = previous  # pyright: ignore
+        equinox._errors.EQX_ON_ERROR = previous["EQX_ON_ERROR"]  # pyright: ignore
+        # Functions traced while the mode was "nan" sit in JAX's in-memory caches (eager
+        # `eqx.error_if` included): drop them, so that later library calls raise again.
+        jax.clear_caches()
 
 
 def _with_precision(exp: Experiment, args) -> Experiment:
@@ -388,7 +397,7 @@ def _with_precision(exp: Experiment, args) -> Experiment:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `modecollapse` console script (float64 unless float32 is chosen)."""
     args = _parser().parse_args(argv)
-    previous = None
+    previous: dict[str, Any] = {}
     try:
         previous = _configure_jax(_precision(args))
         args.func(args)
@@ -410,4 +419,4 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         _fail(f"{type(e).__name__}: {e} (set MODECOLLAPSE_DEBUG=1 for a traceback)", 1)
     finally:
-        _restore_equinox(previous)
+        _restore_jax(previous)

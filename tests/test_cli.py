@@ -205,6 +205,19 @@ def test_run_without_full_flow(tmp_path):
     assert result["wall_seconds"]["full"] is None
 
 
+def test_main_leaves_the_process_as_it_was(tmp_path):
+    """In-process `main` (float32, cached, checks switched to NaN) restores x64 and the checks."""
+    import jax
+    import jax.numpy as jnp
+
+    text = _replace(SMALL, "full = true", "full = false")
+    config = _write(tmp_path, text)
+    main(["run", "--config", config, "--out", str(tmp_path / "o"), "--precision", "float32"])
+    assert jax.config.read("jax_enable_x64")
+    with pytest.raises(Exception, match="`weights` must be positive and sum to 1"):
+        mc.GaussianMixture(jnp.zeros((2, 3)), jnp.array([0.5, 0.6]), 1.0)
+
+
 def test_compare_end_to_end(tmp_path, capsys):
     out = tmp_path / "cmp"
     main(

@@ -120,30 +120,33 @@ def test_resume_after_kill_9(tmp_path):
         np.testing.assert_array_equal(a[field], b[field])
 
 
-def test_sharding_over_four_devices_matches_one(tmp_path):
-    config = _write(tmp_path, SMALL)
-    outs = {}
-    for n in (1, 4):
-        env = {
-            **os.environ,
-            "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-        }
-        out = tmp_path / f"dev{n}"
-        subprocess.run(
-            _sweep_cmd(config, out),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        outs[n] = _nc(out / "results.nc")
-        assert json.loads((out / "summary.json").read_text())["devices"] == n
+@pytest.fixture(scope="module")
+def single_process_small(tmp_path_factory):
+    """SMALL swept by one CLI process on one CPU device: the reference of the next two tests."""
+    tmp = tmp_path_factory.mktemp("single")
+    out = tmp / "out"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    subprocess.run(_sweep_cmd(_write(tmp, SMALL), out), env=env, check=True, capture_output=True)
+    assert json.loads((out / "summary.json").read_text())["devices"] == 1
+    return _nc(out / "results.nc")
+
+
+def test_sharding_over_four_devices_matches_one(tmp_path, single_process_small):
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    }
+    out = tmp_path / "dev4"
+    subprocess.run(_sweep_cmd(_write(tmp_path, SMALL), out), env=env, check=True, capture_output=True)
+    assert json.loads((out / "summary.json").read_text())["devices"] == 4
+    one, four = single_process_small, _nc(out / "results.nc")
     # Discrete outcomes are identical. Continuous metrics agree to rounding: XLA's CPU kernels
     # round differently at a quarter of the batch per device (docs/theory.md, §10).
     for field in ("label", "status", "num_steps", "covered", "n_covered"):
-        np.testing.assert_array_equal(outs[1][field], outs[4][field])
+        np.testing.assert_array_equal(one[field], four[field])
     for field in ("masses", "kl", "emc", "mode_score"):
-        np.testing.assert_allclose(outs[1][field], outs[4][field], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(one[field], four[field], rtol=1e-12, atol=1e-14)
 
 
 def test_failed_trajectories_are_recorded_not_fatal(tmp_path):
@@ -204,7 +207,7 @@ def test_wilson_interval_known_values():
     np.testing.assert_allclose(hi, [0.2775, 0.7634, 1.0], atol=1e-4)
 
 
-def test_two_processes_with_jax_distributed(tmp_path):
+def test_two_processes_with_jax_distributed(tmp_path, single_process_small):
     """Two local CPU processes (jax.distributed), one output folder: equal to one process."""
     import socket
 
@@ -224,14 +227,7 @@ def test_two_processes_with_jax_distributed(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
-    single = tmp_path / "single"
-    subprocess.run(
-        _sweep_cmd(config, single),
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    a, b = _nc(multi / "results.nc"), _nc(single / "results.nc")
+    a, b = _nc(multi / "results.nc"), single_process_small
     for field in ("label", "masses", "kl", "emc", "status", "num_steps"):
         np.testing.assert_array_equal(a[field], b[field])
     assert json.loads((multi / "summary.json").read_text())["processes"] == 2
