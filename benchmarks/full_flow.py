@@ -10,7 +10,10 @@ Measured side by side in one run, K = J = 2, mc-fresh particles:
   reverse-KL estimate, dense (K, n, d) particles), steps per second, side by side;
 - peak memory (max RSS from `/usr/bin/time -v`, fresh subprocess) of one gradient at d = 10⁶,
   n = 4096, and of three SGD steps of `solve_full` at d = 10⁶;
-- cold and warm latency of `modecollapse run --out DIR` (empty, then populated, persistent cache).
+- cold and warm latency of `modecollapse run --out DIR` (empty, then populated, persistent cache);
+- the exact-law estimator `projected_value_and_grad` (eqs. (E8)–(E10), `mc-fresh-projected`)
+  against the particle route on the same (d, n), side by side (`--only projected` adds just
+  this block to an existing results file).
 
     python benchmarks/full_flow.py [--budget 1e9] [--out benchmarks/results/full_flow.json]
 """
@@ -254,6 +257,34 @@ def cli_latency(runs=2):
     return {"cold_seconds": times[0], "warm_seconds": times[1:]}
 
 
+def projected_rows(dims, ns, dtype, budget):
+    """Seconds per gradient of the exact-law route, and of the particle route if K·n·d <= budget."""
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    import modecollapse as mc
+    from modecollapse._particles import particle_value_and_grad, projected_value_and_grad
+
+    rows = []
+    for d in dims:
+        U, M = _problem(d, dtype)
+        p = jax.tree.map(lambda x: x.astype(dtype), mc.GaussianMixture(U, jnp.array([0.6, 0.4])))
+        params = (M, jnp.zeros(K, dtype), jnp.zeros((), dtype))
+        for n in ns:
+            law = jax.jit(lambda pr, key, n=n: projected_value_and_grad(pr, p, 0.8, key, n))
+            row = {"dim": d, "n": n, "projected_seconds": _median_seconds(law, params, jr.key(1))}
+            if K * n * d <= budget:
+                dense = jax.jit(lambda pr, key, n=n: particle_value_and_grad(pr, p, 0.8, key, n))
+                row["particle_seconds"] = _median_seconds(
+                    dense, params, jr.key(1), repeats=3 if K * n * d <= 1e8 else 1
+                )
+                row["speedup"] = row["particle_seconds"] / row["projected_seconds"]
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", default="1000,10000,100000,1000000")
@@ -263,12 +294,31 @@ def main():
     parser.add_argument("--chunk-numbers", type=int, default=2**23)
     parser.add_argument("--skip", default="", help="comma list of: memory,torch,cli")
     parser.add_argument("--out", default="benchmarks/results/full_flow.json")
+    parser.add_argument("--only", choices=("projected",), help="add one block to --out")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     import jax
 
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+
+    if args.only == "projected":
+        with open(args.out) as f:
+            report = json.load(f)
+        report["projected"] = {
+            "what": "projected_value_and_grad (exact law of the n-particle gradient, eqs. "
+            "(E8)-(E10)) against particle_value_and_grad, same (d, n), same process, float32",
+            "rows": projected_rows(
+                [int(x) for x in args.dims.split(",")],
+                [int(x) for x in args.ns.split(",")],
+                jnp.float32,
+                args.budget,
+            ),
+        }
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.out}")
+        return
 
     dims = [int(x) for x in args.dims.split(",")]
     ns = [int(x) for x in args.ns.split(",")]

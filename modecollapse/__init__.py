@@ -78,6 +78,7 @@ from ._objective import (
     ExactEstimator as ExactEstimator,
     FixedParticles as FixedParticles,
     FreshParticles as FreshParticles,
+    ProjectedFreshParticles as ProjectedFreshParticles,
     gram_objective as gram_objective,
     mc_objective as mc_objective,
     objective as objective,
@@ -87,6 +88,7 @@ from ._particles import (
     particle_noise as particle_noise,
     particle_objective as particle_objective,
     particle_value_and_grad as particle_value_and_grad,
+    projected_value_and_grad as projected_value_and_grad,
 )
 from ._pushforward import (
     halfspace_masses as halfspace_masses,

@@ -9,7 +9,7 @@ import math
 import tomllib
 from typing import Any
 
-ESTIMATORS = ("exact", "mc-fixed", "mc-fresh")
+ESTIMATORS = ("exact", "mc-fixed", "mc-fresh", "mc-fresh-projected")
 ANNEALING_KINDS = {
     "none": (),
     "linear": ("beta0", "duration"),

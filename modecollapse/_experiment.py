@@ -9,10 +9,16 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._config import ConfigError, Experiment
+from ._config import ConfigError, Experiment, SimulationConfig
 from ._flow import LearningRates, solve_full
 from ._mixtures import GaussianMixture, IsotropicMixture
-from ._objective import AbstractEstimator, ExactEstimator, FixedParticles, FreshParticles
+from ._objective import (
+    AbstractEstimator,
+    ExactEstimator,
+    FixedParticles,
+    FreshParticles,
+    ProjectedFreshParticles,
+)
 from ._schedules import (
     AbstractSchedule,
     ExponentialSchedule,
@@ -138,6 +144,17 @@ def _schedule(exp: Experiment) -> AbstractSchedule:
     return ExponentialSchedule(beta0, rate)
 
 
+def make_estimator(sim: SimulationConfig, key: jax.Array) -> AbstractEstimator:
+    """The estimator that `[simulation] estimator` names, its particles drawn from `key`."""
+    if sim.estimator == "exact":
+        return ExactEstimator(sim.quadrature_nodes)
+    if sim.estimator == "mc-fixed":
+        return FixedParticles(key, sim.particles, sim.chunk)
+    if sim.estimator == "mc-fresh-projected":
+        return ProjectedFreshParticles(key, sim.particles, sim.step)
+    return FreshParticles(key, sim.particles, sim.step, sim.chunk)
+
+
 def build_problem(exp: Experiment) -> Problem:
     """Build the target, the initial family, the schedule and the estimator of an experiment.
 
@@ -171,12 +188,7 @@ def build_problem(exp: Experiment) -> Problem:
     )
     family = IsotropicMixture(jnp.asarray(M), jnp.log(jnp.asarray(v.weights)), log_s0)
     sim = exp.simulation
-    if sim.estimator == "exact":
-        estimator: AbstractEstimator = ExactEstimator(sim.quadrature_nodes)
-    elif sim.estimator == "mc-fixed":
-        estimator = FixedParticles(k_particles, sim.particles, sim.chunk)
-    else:
-        estimator = FreshParticles(k_particles, sim.particles, sim.step, sim.chunk)
+    estimator = make_estimator(sim, k_particles)
     rates = LearningRates(**v.learning_rates, adiabatic_scale=adiabatic)
     ts = jnp.linspace(0.0, exp.t_end, exp.save_points)
     if sim.precision == "float32":  # `[simulation] precision`: compute in float32 even under x64

@@ -11,7 +11,13 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._expectations import expected_lse
 from ._mixtures import GaussianMixture, IsotropicMixture
-from ._particles import Params, family_from_params, particle_objective, particle_value_and_grad
+from ._particles import (
+    Params,
+    family_from_params,
+    particle_objective,
+    particle_value_and_grad,
+    projected_value_and_grad,
+)
 from ._summary import GramState, TargetStatistics
 
 
@@ -248,6 +254,11 @@ class FixedParticles(AbstractEstimator):
         return particle_value_and_grad(_params(family), target, beta, self.key, self.n, self.chunk)
 
 
+def _step_key(key: PRNGKeyArray, step: float, t: ArrayLike) -> PRNGKeyArray:
+    index = jnp.round(jnp.asarray(t) / step).astype(jnp.int32)
+    return jr.fold_in(key, index)
+
+
 class FreshParticles(AbstractEstimator):
     """`mc-fresh`: new particles at every step of a fixed-step Euler scheme, i.e. SGD (eq. (E3)).
 
@@ -285,8 +296,7 @@ class FreshParticles(AbstractEstimator):
 
     def step_key(self, t: ArrayLike) -> PRNGKeyArray:
         """The particle key of the Euler step starting at time `t`: fold_in(key, round(t/step))."""
-        index = jnp.round(jnp.asarray(t) / self.step).astype(jnp.int32)
-        return jr.fold_in(self.key, index)
+        return _step_key(self.key, self.step, t)
 
     def objective(self, family, target, beta, t):
         key = self.step_key(t)
@@ -295,3 +305,45 @@ class FreshParticles(AbstractEstimator):
     def value_and_grad(self, family, target, beta, t):
         key = self.step_key(t)
         return particle_value_and_grad(_params(family), target, beta, key, self.n, self.chunk)
+
+
+class ProjectedFreshParticles(AbstractEstimator):
+    """`mc-fresh-projected`: SGD as `FreshParticles`, its per-step gradient drawn from the exact
+    law of the n-particle gradient through the projections on span{m_k, μ_j} (eqs. (E8)–(E10)).
+
+    Each step costs O(K·(K+J)·d + n·K·(K+J)²) instead of O(n·K·d): at d = 10⁶ and n = 4096 this
+    is thousands of times fewer random numbers. The trajectories have the law of `mc-fresh`
+    trajectories, not the same numbers.
+
+    **Arguments:**
+
+    - `key`: PRNG key of the run (step keys are `fold_in(key, round(t/step))`).
+    - `n`: particles per component.
+    - `step`: the Euler step η.
+
+    **Example:**
+    ```python
+    est = ProjectedFreshParticles(jr.key(0), n=4096, step=0.01)
+    value, grads = est.value_and_grad(q, p, 1.0, 0.0)
+    ```
+    """
+
+    key: PRNGKeyArray
+    n: int = eqx.field(static=True)
+    step: float = eqx.field(static=True)
+
+    def __check_init__(self):
+        _check_particles(self.n, None)
+        if not self.step > 0:
+            raise ValueError("`step` must be > 0.")
+
+    @property
+    def fixed_step(self) -> float | None:
+        return self.step
+
+    def objective(self, family, target, beta, t):
+        return self.value_and_grad(family, target, beta, t)[0]
+
+    def value_and_grad(self, family, target, beta, t):
+        key = _step_key(self.key, self.step, t)
+        return projected_value_and_grad(_params(family), target, beta, key, self.n)

@@ -3,6 +3,8 @@
 For isotropic mixtures every term of h(x) = log q(x) − β log p(x) at x = m_k + s z needs only the
 projections z·m_l, z·μ_j and |z|² − d (eqs. (E4), (E5)); the particles are regenerated from their
 key in chunks accumulated with `lax.scan` (eq. (E6)), so nothing of size K·n·d is ever stored.
+For fresh particles, `projected_value_and_grad` draws the same estimate from its exact law
+through the projections alone (eqs. (E8)–(E10)), without drawing the n·K particles in R^d.
 """
 
 import functools
@@ -237,3 +239,93 @@ def particle_value_and_grad(
     (gm_DE,) = pull_DE((gD, gE))
     const, gs_const = jax.value_and_grad(_constant_term)(log_scale, target, beta, d)
     return value + const, (gm + gm_DE, ga, gs + gs_const)
+
+
+def _span_basis(W: Float[Array, "p d"]):
+    """Orthonormal basis B (d, p) of the row span of W from its Gram, with zero columns for null
+    directions; the coordinates C = W B (p, p); the validity mask (p,). Eq. (E8)."""
+    p = W.shape[0]
+    lam, V = jnp.linalg.eigh(W @ W.T)
+    eps = jnp.finfo(W.dtype).eps
+    valid = lam > 10 * p * eps * jnp.maximum(lam[-1], jnp.finfo(W.dtype).tiny)
+    lam = jnp.where(valid, lam, 1.0)
+    B = (W.T @ V) * jnp.where(valid, jax.lax.rsqrt(lam), 0.0)
+    C = V * jnp.where(valid, jnp.sqrt(lam), 0.0)  # W B = V Λ^½ on the valid columns
+    return B, C, valid.astype(W.dtype)
+
+
+def _centred_chi2(key: PRNGKeyArray, df: Float[Array, " k"]) -> Float[Array, " k"]:
+    """χ²(df) − df for each entry (0 where df = 0), from the gamma law of χ²/2."""
+    alpha = jnp.maximum(0.5 * df, 0.5)
+    x = jr.gamma(key, alpha, dtype=df.dtype)
+    return jnp.where(df > 0, 2 * (x - alpha), 0.0)
+
+
+def projected_value_and_grad(
+    params: Params,
+    target: GaussianMixture,
+    beta: ArrayLike,
+    key: PRNGKeyArray,
+    n: int,
+) -> tuple[Float[Array, ""], Params]:
+    """F̂ and ∇_θ F̂ of n fresh particles per component, drawn from their exact joint law (E8)–(E10).
+
+    Every term of the particle estimate needs a particle z only through its coordinates a in
+    span{m_k, μ_j} (dimension r ≤ K + J) and through two sums over the orthogonal parts z⊥: the
+    pull-back Σ_i C_k[i, l] z⊥_ik and the norms Σ_i |z⊥_ik|². Given a, these are drawn exactly:
+    with C_k = Q_k R_k (thin QR, q = min(n, K) rows), the pull-back is R_kᵀ V_k for q Gaussian
+    vectors V_k in the orthogonal complement, and the norms are |V_k|² plus an independent
+    χ²((n − q)(d − r)). The cost is O(K·(K+J)·d + n·K·(K+J)²) instead of O(n·K·d), and the pair
+    (value, gradient) has exactly the law of `particle_value_and_grad` on fresh particles (not
+    the same numbers: the random variables are drawn in a different order).
+
+    **Arguments:**
+
+    - `params`: θ = (means (K, d), logits (K,), log_scale ()).
+    - `target`: the target p.
+    - `beta`: inverse temperature β.
+    - `key`: the key of this draw (one per SGD step).
+    - `n`: particles per component.
+
+    **Returns:** `(value, (grad_means, grad_logits, grad_log_scale))`.
+
+    **Example:**
+    ```python
+    params = (q.means, q.logits, q.log_scale)
+    value, grads = projected_value_and_grad(params, p, 1.0, jr.key(0), 4096)  # any d, fast
+    ```
+    """
+    means, logits, log_scale = params
+    K, d = means.shape
+    dtype = means.dtype
+    target, beta = _cast(target, beta, dtype)
+    W = jnp.concatenate([means, target.means])  # (P, d), P = K + J
+    P = W.shape[0]
+    B, C, valid = _span_basis(W)
+    r = jnp.sum(valid)
+    k_a, k_v, k_chi = jr.split(key, 3)
+    # (E8): the coordinates of the particles in the span, and their projections on every m, μ.
+    a = jr.normal(k_a, (n, K, P), dtype) * valid
+    proj = a @ C.T  # (n, K, P): z_ik·w_l
+    rho_par = jnp.sum(a * a - valid, axis=-1)  # Σ_valid (a² − 1)
+    # (E10): the orthogonal parts, q = min(n, K) Gaussian vectors per component, and the rest of
+    # their squared norm, χ²((n − q)(d − r)) centred on its mean.
+    q = min(n, K)
+    Vt = jr.normal(k_v, (K, q, d), dtype)
+    Vt = Vt - (Vt @ B) @ B.T  # project the rows on the orthogonal complement of span{m, μ}
+    df = jnp.full((K,), (n - q) * (d - r), dtype)
+    rho_perp = jnp.sum(Vt * Vt, axis=(1, 2)) - q * (d - r) + _centred_chi2(k_chi, df)  # (K,)
+    # Only Σ_i ρ_ik enters (linearly), so the orthogonal part is spread evenly over i.
+    rho = rho_par + rho_perp[None, :] / n
+    (D, E), pull_DE = jax.vjp(lambda m: _distances(m, target.means), means)
+    mask = jnp.ones((n,), dtype)
+    value, (gPm, gD, gE, ga, gs) = jax.value_and_grad(_chunk_value, argnums=(0, 3, 4, 5, 6))(
+        proj[..., :K], proj[..., K:], rho, D, E, logits, log_scale, mask, target, beta, n
+    )
+    # (E9): ∇_{m_l} = Σ_ik gPm_ikl (B a_ik + z⊥_ik); the second sum is R_kᵀ V_k (E10).
+    gm_par = jnp.einsum("ikl,ikp->lp", gPm, a) @ B.T  # (K, d)
+    R = jax.vmap(lambda c: jnp.linalg.qr(c, mode="r"))(jnp.swapaxes(gPm, 0, 1))  # (K, q, K)
+    gm_perp = jnp.einsum("kql,kqd->ld", R, Vt)
+    (gm_DE,) = pull_DE((gD, gE))
+    const, gs_const = jax.value_and_grad(_constant_term)(log_scale, target, beta, d)
+    return value + const, (gm_par + gm_perp + gm_DE, ga, gs + gs_const)

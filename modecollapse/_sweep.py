@@ -23,12 +23,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._config import ConfigError, Experiment, parse_experiment
-from ._experiment import build_problem, solver_options
+from ._experiment import build_problem, make_estimator, solver_options
 from ._flow import solve_full
 from ._initial import initial_state
 from ._metrics import LABELS, Outcome, Thresholds, trajectory_outcome
 from ._mixtures import IsotropicMixture
-from ._objective import ExactEstimator, FixedParticles, FreshParticles
 from ._summary import GramState, TargetStatistics
 from ._theory import solve_theory
 
@@ -196,13 +195,7 @@ def _full_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
             K, d = family.means.shape
             means = exp.variational.init["norm"] * jr.normal(init_key, (K, d)) / math.sqrt(d)
             family = IsotropicMixture(means, family.logits, family.log_scale)
-        sim = exp.simulation
-        if sim.estimator == "exact":
-            estimator: Any = ExactEstimator(sim.quadrature_nodes)
-        elif sim.estimator == "mc-fixed":
-            estimator = FixedParticles(particle_key, sim.particles, sim.chunk)
-        else:
-            estimator = FreshParticles(particle_key, sim.particles, sim.step, sim.chunk)
+        estimator = make_estimator(exp.simulation, particle_key)
         rates = jax.tree.map(jnp.asarray, problem.rates)
         specs.append(
             (family, problem.target, problem.schedule, rates, estimator, problem.ts, metric_key)

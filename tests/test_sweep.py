@@ -138,7 +138,8 @@ def test_sharding_over_four_devices_matches_one(tmp_path, single_process_small):
         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
     }
     out = tmp_path / "dev4"
-    subprocess.run(_sweep_cmd(_write(tmp_path, SMALL), out), env=env, check=True, capture_output=True)
+    cmd = _sweep_cmd(_write(tmp_path, SMALL), out)
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
     assert json.loads((out / "summary.json").read_text())["devices"] == 4
     one, four = single_process_small, _nc(out / "results.nc")
     # Discrete outcomes are identical. Continuous metrics agree to rounding: XLA's CPU kernels
