@@ -183,11 +183,13 @@ class ExactEstimator(AbstractEstimator):
         return objective(family, target, beta, self.nodes)
 
 
-def _check_particles(n: int, chunk: int | None) -> None:
+def _check_particles(n: int, chunk: int | None, step: float | None = None) -> None:
     if n < 1:
         raise ValueError("`n` (particles per component) must be >= 1.")
     if chunk is not None and chunk < 1:
         raise ValueError("`chunk` (particles per chunk) must be >= 1, or None for the default.")
+    if step is not None and not step > 0:
+        raise ValueError("`step` must be > 0.")
 
 
 def _params(family: IsotropicMixture) -> Params:
@@ -286,9 +288,7 @@ class FreshParticles(AbstractEstimator):
     chunk: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        _check_particles(self.n, self.chunk)
-        if not self.step > 0:
-            raise ValueError("`step` must be > 0.")
+        _check_particles(self.n, self.chunk, self.step)
 
     @property
     def fixed_step(self) -> float | None:
@@ -333,9 +333,7 @@ class ProjectedFreshParticles(AbstractEstimator):
     step: float = eqx.field(static=True)
 
     def __check_init__(self):
-        _check_particles(self.n, None)
-        if not self.step > 0:
-            raise ValueError("`step` must be > 0.")
+        _check_particles(self.n, None, self.step)
 
     @property
     def fixed_step(self) -> float | None:

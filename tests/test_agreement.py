@@ -67,6 +67,7 @@ def test_frozen_groups_stay_frozen():
         (mc.LearningRates(means=1.0, weights=0.0, scale=1.0), "weights"),
         (mc.LearningRates(means=1.0, weights=1.0, scale=0.0), "scale"),
     ]:
+        rates = jax.tree.map(jnp.asarray, rates)  # traced rates: one compilation per route
         for traj in (
             mc.solve_full(family, target, mc.NoAnnealing(), ts, rates=rates),
             mc.solve_theory(

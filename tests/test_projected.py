@@ -58,10 +58,10 @@ def test_law_matches_the_particle_estimator(getkey, case, d, n):
 
 
 def test_sgd_trajectories_have_the_particle_law(getkey):
-    """Seed means of R, Q and the weights after 25 SGD steps agree with `mc-fresh` (z < 4.5)."""
-    d, n, step, seeds = 40, 4, 0.02, 300
+    """Seed means of R, Q and the weights after 15 SGD steps agree with `mc-fresh` (z < 4.5)."""
+    d, n, step, seeds = 40, 4, 0.02, 200
     p, q = random_problem(getkey(), 2, 2, d)
-    ts = jnp.linspace(0.0, 0.5, 3)
+    ts = jnp.linspace(0.0, 0.3, 2)
     rates = mc.LearningRates(1.0, 1.0, 0.05)
 
     def final(est):
@@ -73,9 +73,9 @@ def test_sgd_trajectories_have_the_particle_law(getkey):
     law = jax.vmap(lambda k: final(mc.ProjectedFreshParticles(k, n, step)))(keys)
     z = (law.mean(0) - fresh.mean(0)) / jnp.sqrt((law.var(0) + fresh.var(0)) / seeds)
     assert float(jnp.max(jnp.abs(z))) < 4.5, z
-    # the seed-to-seed spread too (the variance ratio's sampling error is about 12% here)
+    # the seed-to-seed spread too (the variance ratio's sampling error is about 14% here)
     ratio = law.var(0) / fresh.var(0)
-    assert float(jnp.max(jnp.abs(ratio - 1))) < 0.45, ratio
+    assert float(jnp.max(jnp.abs(ratio - 1))) < 0.5, ratio
 
 
 def test_a_million_dimensions_is_cheap_and_finite():
@@ -104,9 +104,9 @@ def test_cli_run_and_full_route_sweep(tmp_path):
 
     text = (
         DEFAULT_TOML.replace('estimator = "exact"', 'estimator = "mc-fresh-projected"')
-        .replace("dim = 64", "dim = 10000")
-        .replace("t_end = 40.0", "t_end = 2.0")
-        .replace("save_points = 41", "save_points = 5")
+        .replace("dim = 64", "dim = 1000")
+        .replace("t_end = 40.0", "t_end = 1.0")
+        .replace("save_points = 41", "save_points = 3")
     )
     config = tmp_path / "exp.toml"
     config.write_text(text)
@@ -115,8 +115,15 @@ def test_cli_run_and_full_route_sweep(tmp_path):
     assert result["config"]["simulation"]["estimator"] == "mc-fresh-projected"
     # SGD with 1024 particles per component stays near the exact theory on the overlaps R
     assert result["max_abs_diff"]["R"] < 0.2
-    sweep = text + '\n[sweep]\nparameters = { "seed" = [0] }\nseeds = 3\nchunk = 3\n'
-    config.write_text(sweep.replace("dim = 10000", "dim = 50"))
+    sweep = text + '\n[sweep]\nparameters = { "seed" = [0] }\nseeds = 2\nchunk = 2\n'
+    config.write_text(sweep.replace("dim = 1000", "dim = 20"))
     out = tmp_path / "sweep"
     main(["sweep", "--config", str(config), "--out", str(out), "--route", "full", "--no-progress"])
-    assert sum(json.loads((out / "summary.json").read_text())["labels"].values()) == 3
+    assert sum(json.loads((out / "summary.json").read_text())["labels"].values()) == 2
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="`n`"):
+        mc.ProjectedFreshParticles(jr.key(0), 0, 0.01)
+    with pytest.raises(ValueError, match="`step`"):
+        mc.ProjectedFreshParticles(jr.key(0), 16, 0.0)
