@@ -145,7 +145,20 @@ def _schedule(exp: Experiment) -> AbstractSchedule:
 
 
 def make_estimator(sim: SimulationConfig, key: jax.Array) -> AbstractEstimator:
-    """The estimator that `[simulation] estimator` names, its particles drawn from `key`."""
+    """The estimator that `[simulation] estimator` names, its particles drawn from `key`.
+
+    **Arguments:**
+
+    - `sim`: the `[simulation]` table (estimator, particles, step, chunk, quadrature nodes).
+    - `key`: the particle key (unused by `exact`).
+
+    **Returns:** an `AbstractEstimator` for `solve_full`.
+
+    **Example:**
+    ```python
+    est = make_estimator(load_experiment(None).simulation, jr.key(0))  # ExactEstimator()
+    ```
+    """
     if sim.estimator == "exact":
         return ExactEstimator(sim.quadrature_nodes)
     if sim.estimator == "mc-fixed":

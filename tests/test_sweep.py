@@ -54,38 +54,6 @@ def _nc(path):
         return {k: v[:].copy() for k, v in f.variables.items()}
 
 
-def test_sweep_end_to_end(tmp_path):
-    out = tmp_path / "out"
-    main(["sweep", "--config", _write(tmp_path, SMALL), "--out", str(out), "--no-progress"])
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) >= {
-        "parameters",
-        "p_collapse",
-        "p_collapse_ci",
-        "labels",
-        "failed",
-        "trajectories_per_second",
-    }
-    assert summary["parameters"] == {
-        "variational.init.norm": [0.5, 4.0],
-        "annealing.beta0": [0.2, 1.0],
-    }
-    assert np.shape(summary["p_collapse"]) == (2, 2) and np.shape(summary["p_collapse_ci"]) == (
-        2,
-        2,
-        2,
-    )
-    assert sum(summary["labels"].values()) == 24 and summary["failed"] == 0
-    nc = _nc(out / "results.nc")
-    assert nc["label"].shape == (2, 2, 6) and nc["masses"].shape == (2, 2, 6, 2)
-    np.testing.assert_allclose(nc["variational_init_norm"], [0.5, 4.0])
-    # summary and results agree
-    p = (nc["label"] != 0).mean(-1)
-    np.testing.assert_allclose(p, summary["p_collapse"])
-    np.testing.assert_allclose(nc["masses"].sum(-1), 1.0, atol=1e-9)
-    assert (out / "phase.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_resume_equals_uninterrupted(tmp_path):
     plan = plan_sweep(tomllib.loads(SMALL), "theory")
     full = run_sweep(plan, str(tmp_path / "a"))
@@ -232,3 +200,37 @@ def test_two_processes_with_jax_distributed(tmp_path, single_process_small):
     for field in ("label", "masses", "kl", "emc", "status", "num_steps"):
         np.testing.assert_array_equal(a[field], b[field])
     assert json.loads((multi / "summary.json").read_text())["processes"] == 2
+
+
+# Last in the file: its in-process CLI run then loads from the persistent compilation cache what
+# the subprocess runs above compiled for the same SMALL sweep.
+def test_sweep_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    main(["sweep", "--config", _write(tmp_path, SMALL), "--out", str(out), "--no-progress"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {
+        "parameters",
+        "p_collapse",
+        "p_collapse_ci",
+        "labels",
+        "failed",
+        "trajectories_per_second",
+    }
+    assert summary["parameters"] == {
+        "variational.init.norm": [0.5, 4.0],
+        "annealing.beta0": [0.2, 1.0],
+    }
+    assert np.shape(summary["p_collapse"]) == (2, 2) and np.shape(summary["p_collapse_ci"]) == (
+        2,
+        2,
+        2,
+    )
+    assert sum(summary["labels"].values()) == 24 and summary["failed"] == 0
+    nc = _nc(out / "results.nc")
+    assert nc["label"].shape == (2, 2, 6) and nc["masses"].shape == (2, 2, 6, 2)
+    np.testing.assert_allclose(nc["variational_init_norm"], [0.5, 4.0])
+    # summary and results agree
+    p = (nc["label"] != 0).mean(-1)
+    np.testing.assert_allclose(p, summary["p_collapse"])
+    np.testing.assert_allclose(nc["masses"].sum(-1), 1.0, atol=1e-9)
+    assert (out / "phase.png").read_bytes()[:4] == b"\x89PNG"
