@@ -340,6 +340,7 @@ class ProjectedFreshParticles(AbstractEstimator):
         return self.step
 
     def objective(self, family, target, beta, t):
+        """The value of the estimate; its gradient is `value_and_grad`'s, not autodiff of this."""
         return self.value_and_grad(family, target, beta, t)[0]
 
     def value_and_grad(self, family, target, beta, t):
