@@ -134,6 +134,17 @@ def _chunk_inputs(key, c, chunk, n, params, target, dtype):
     return z, proj[..., :K], proj[..., K:], rho, mask
 
 
+# The small function of the projections, differentiated in (Pm, D, E, logits, log_scale).
+_small_value_and_grad = jax.value_and_grad(_chunk_value, argnums=(0, 3, 4, 5, 6))
+
+
+def _assemble(value, gm, gDE, ga, gs, pull_DE, log_scale, target, beta, d):
+    """Add the deterministic d·c0 (E5) and pull the D, E cotangents back to the means."""
+    (gm_DE,) = pull_DE(gDE)
+    const, gs_const = jax.value_and_grad(_constant_term)(log_scale, target, beta, d)
+    return value + const, (gm + gm_DE, ga, gs + gs_const)
+
+
 def _cast(target: GaussianMixture, beta: ArrayLike, dtype):
     # One dtype throughout: the family's (float32 or float64).
     return jax.tree.map(lambda x: x.astype(dtype), target), jnp.asarray(beta, dtype)
@@ -222,11 +233,10 @@ def particle_value_and_grad(
     chunk = default_chunk(n, K, d) if chunk is None else min(chunk, n)
     target, beta = _cast(target, beta, dtype)
     (D, E), pull_DE = jax.vjp(lambda m: _distances(m, target.means), means)
-    small = jax.value_and_grad(_chunk_value, argnums=(0, 3, 4, 5, 6))
 
     def body(acc, c):
         z, Pm, Pu, rho, mask = _chunk_inputs(key, c, chunk, n, params, target, dtype)
-        value, (gPm, gD, gE, ga, gs) = small(
+        value, (gPm, gD, gE, ga, gs) = _small_value_and_grad(
             Pm, Pu, rho, D, E, logits, log_scale, mask, target, beta, n
         )
         # (E7): ∂/∂m_l of Σ_ik (z_ik·m_l) terms = Σ_ik gPm_ikl z_ik.
@@ -236,9 +246,7 @@ def particle_value_and_grad(
 
     acc0 = jax.tree.map(jnp.zeros_like, (jnp.zeros((), dtype), means, D, E, logits, log_scale))
     (value, gm, gD, gE, ga, gs), _ = jax.lax.scan(body, acc0, jnp.arange(_n_chunks(n, chunk)))
-    (gm_DE,) = pull_DE((gD, gE))
-    const, gs_const = jax.value_and_grad(_constant_term)(log_scale, target, beta, d)
-    return value + const, (gm + gm_DE, ga, gs + gs_const)
+    return _assemble(value, gm, (gD, gE), ga, gs, pull_DE, log_scale, target, beta, d)
 
 
 def _span_basis(W: Float[Array, "p d"]):
@@ -319,13 +327,11 @@ def projected_value_and_grad(
     rho = rho_par + rho_perp[None, :] / n
     (D, E), pull_DE = jax.vjp(lambda m: _distances(m, target.means), means)
     mask = jnp.ones((n,), dtype)
-    value, (gPm, gD, gE, ga, gs) = jax.value_and_grad(_chunk_value, argnums=(0, 3, 4, 5, 6))(
+    value, (gPm, gD, gE, ga, gs) = _small_value_and_grad(
         proj[..., :K], proj[..., K:], rho, D, E, logits, log_scale, mask, target, beta, n
     )
     # (E9): ∇_{m_l} = Σ_ik gPm_ikl (B a_ik + z⊥_ik); the second sum is R_kᵀ V_k (E10).
     gm_par = jnp.einsum("ikl,ikp->lp", gPm, a) @ B.T  # (K, d)
     R = jax.vmap(lambda c: jnp.linalg.qr(c, mode="r"))(jnp.swapaxes(gPm, 0, 1))  # (K, q, K)
     gm_perp = jnp.einsum("kql,kqd->ld", R, Vt)
-    (gm_DE,) = pull_DE((gD, gE))
-    const, gs_const = jax.value_and_grad(_constant_term)(log_scale, target, beta, d)
-    return value + const, (gm_par + gm_perp + gm_DE, ga, gs + gs_const)
+    return _assemble(value, gm_par + gm_perp, (gD, gE), ga, gs, pull_DE, log_scale, target, beta, d)
