@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from modecollapse._flowvi import train_flows
+from modecollapse._annealing._schedules import NoAnnealing
+from modecollapse._flows._vi import train_flows
 from modecollapse._metrics import sample_mode_masses
 from modecollapse._mixtures import GaussianMixture
-from modecollapse._schedules import NoAnnealing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS, WIDTH, DEPTH, PARTICLES, LR = 4, 32, 2, 256, 0.01

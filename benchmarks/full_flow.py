@@ -72,7 +72,7 @@ def jax_rows(dims, ns, dtype, budget, chunk_numbers):
     import jax.random as jr
 
     import modecollapse as mc
-    from modecollapse._particles import _chunk_noise, particle_value_and_grad
+    from modecollapse._estimators._particles import _chunk_noise, particle_value_and_grad
 
     rows = []
     for d in dims:
@@ -129,7 +129,7 @@ def torch_vs_jax(d, n, dtype_name, steps=3):
     import torch
 
     import modecollapse as mc
-    from modecollapse._particles import particle_value_and_grad
+    from modecollapse._estimators._particles import particle_value_and_grad
 
     torch.manual_seed(0)
     tdtype = getattr(torch, dtype_name)
@@ -199,7 +199,7 @@ import sys, time, jax
 jax.config.update("jax_enable_x64", {x64})
 import jax.numpy as jnp, jax.random as jr
 import modecollapse as mc
-from modecollapse._particles import particle_value_and_grad
+from modecollapse._estimators._particles import particle_value_and_grad
 d, n, chunk, mode = {d}, {n}, {chunk}, "{mode}"
 U = jnp.zeros((2, d)).at[0, 0].set(3.0).at[1, 0].set(-3.0)
 p = mc.GaussianMixture(U, jnp.array([0.6, 0.4]), 1.0)
@@ -264,7 +264,10 @@ def projected_rows(dims, ns, dtype, budget):
     import jax.random as jr
 
     import modecollapse as mc
-    from modecollapse._particles import particle_value_and_grad, projected_value_and_grad
+    from modecollapse._estimators._particles import (
+        particle_value_and_grad,
+        projected_value_and_grad,
+    )
 
     rows = []
     for d in dims:
@@ -369,7 +372,7 @@ import json, sys, dataclasses, jax, numpy as np
 jax.config.update("jax_enable_x64", {x64})
 import dataclasses as dc, equinox as eqx, jax.numpy as jnp
 import modecollapse as mc
-from modecollapse._experiment import build_problem, run_full, run_theory, STATISTICS
+from modecollapse._experiments._problem import build_problem, run_full, run_theory, STATISTICS
 out = {{}}
 dtypes = set()
 for d in {dims}:

@@ -20,7 +20,7 @@ import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
 import modecollapse as mc  # noqa: E402
-from modecollapse._flow import _full_vector_field  # noqa: E402
+from modecollapse._dynamics._full import _full_vector_field  # noqa: E402
 
 
 def _median_seconds(fn, *args, repeats=200):

@@ -16,81 +16,76 @@ Layout (each private module names the equations of docs/theory.md it implements)
 import importlib.metadata
 
 from . import metrics as metrics
-from ._config import (
-    ConfigError as ConfigError,
-    Experiment as Experiment,
-    FlowConfig as FlowConfig,
-    load_experiment as load_experiment,
-    parse_experiment as parse_experiment,
-)
-from ._design import (
-    design_experiment as design_experiment,
+from ._annealing._design import (
     make_schedule as make_schedule,
     optimise_schedule as optimise_schedule,
 )
-from ._expectations import (
-    expected_lse as expected_lse,
-    expected_softmax_stats as expected_softmax_stats,
-    gaussian_expectation as gaussian_expectation,
-)
-from ._experiment import (
-    NumericalFailure as NumericalFailure,
-    build_problem as build_problem,
-)
-from ._flow import LearningRates as LearningRates, solve_full as solve_full
-from ._flowvi import (
-    FlowTraining as FlowTraining,
-    classify_flow as classify_flow,
-    flow_objective as flow_objective,
-    init_flows as init_flows,
-    train_flows as train_flows,
-)
-from ._formula import (
+from ._annealing._formula import (
     CollapseFormula as CollapseFormula,
     collapse_formula_terms as collapse_formula_terms,
     p_collapse_formula as p_collapse_formula,
 )
-from ._initial import (
+from ._annealing._schedules import (
+    AbstractSchedule as AbstractSchedule,
+    ExponentialSchedule as ExponentialSchedule,
+    GeometricSchedule as GeometricSchedule,
+    LinearSchedule as LinearSchedule,
+    NoAnnealing as NoAnnealing,
+)
+from ._dynamics._full import solve_full as solve_full
+from ._dynamics._initial import (
     initial_state as initial_state,
     sample_initial_overlaps as sample_initial_overlaps,
     sample_initial_states as sample_initial_states,
 )
-from ._integrals import sigmoid_moment as sigmoid_moment
-from ._limit import (
+from ._dynamics._limit import (
     extensive_rates as extensive_rates,
     limit_vector_field as limit_vector_field,
     normalise as normalise,
     solve_limit as solve_limit,
 )
-from ._mixtures import (
-    AbstractIsotropicMixture as AbstractIsotropicMixture,
-    GaussianMixture as GaussianMixture,
-    IsotropicMixture as IsotropicMixture,
-    TemperedTarget as TemperedTarget,
-)
-from ._noise import (
+from ._dynamics._noise import (
     gradient_noise_trace as gradient_noise_trace,
     sgd_noise_correction as sgd_noise_correction,
     solve_theory_sgd as solve_theory_sgd,
 )
-from ._objective import (
+from ._dynamics._rates import LearningRates as LearningRates
+from ._dynamics._solve import SolverOptions as SolverOptions
+from ._dynamics._theory import (
+    solve_theory as solve_theory,
+    theory_vector_field as theory_vector_field,
+)
+from ._estimators._estimators import (
     AbstractEstimator as AbstractEstimator,
     ExactEstimator as ExactEstimator,
     FixedParticles as FixedParticles,
     FreshParticles as FreshParticles,
     ProjectedFreshParticles as ProjectedFreshParticles,
-    gram_objective as gram_objective,
-    mc_objective as mc_objective,
-    objective as objective,
 )
-from ._particles import (
+from ._estimators._particles import (
     default_chunk as default_chunk,
     particle_noise as particle_noise,
     particle_objective as particle_objective,
     particle_value_and_grad as particle_value_and_grad,
     projected_value_and_grad as projected_value_and_grad,
 )
-from ._pushforward import (
+from ._experiments._config import (
+    ConfigError as ConfigError,
+    Experiment as Experiment,
+    FlowConfig as FlowConfig,
+    load_experiment as load_experiment,
+    parse_experiment as parse_experiment,
+)
+from ._experiments._problem import (
+    NumericalFailure as NumericalFailure,
+    build_problem as build_problem,
+)
+from ._experiments._sweep import (
+    plan_sweep as plan_sweep,
+    run_sweep as run_sweep,
+    summarise as summarise,
+)
+from ._flows._pushforward import (
     halfspace_masses as halfspace_masses,
     lipschitz_lower as lipschitz_lower,
     lipschitz_upper as lipschitz_upper,
@@ -100,21 +95,36 @@ from ._pushforward import (
     tv_estimate as tv_estimate,
     tv_threshold as tv_threshold,
 )
-from ._realnvp import AffineCoupling as AffineCoupling, RealNVP as RealNVP
-from ._schedules import (
-    AbstractSchedule as AbstractSchedule,
-    ExponentialSchedule as ExponentialSchedule,
-    GeometricSchedule as GeometricSchedule,
-    LinearSchedule as LinearSchedule,
-    NoAnnealing as NoAnnealing,
+from ._flows._realnvp import AffineCoupling as AffineCoupling, RealNVP as RealNVP
+from ._flows._vi import (
+    FlowTraining as FlowTraining,
+    classify_flow as classify_flow,
+    flow_objective as flow_objective,
+    init_flows as init_flows,
+    train_flows as train_flows,
 )
-from ._solve import SolverOptions as SolverOptions
+from ._jobs._design import design_experiment as design_experiment
+from ._mixtures import (
+    AbstractIsotropicMixture as AbstractIsotropicMixture,
+    GaussianMixture as GaussianMixture,
+    IsotropicMixture as IsotropicMixture,
+    TemperedTarget as TemperedTarget,
+)
+from ._numerics._expectations import (
+    expected_lse as expected_lse,
+    expected_softmax_stats as expected_softmax_stats,
+    gaussian_expectation as gaussian_expectation,
+)
+from ._numerics._integrals import sigmoid_moment as sigmoid_moment
+from ._objective import (
+    gram_objective as gram_objective,
+    mc_objective as mc_objective,
+    objective as objective,
+)
 from ._summary import (
     GramState as GramState,
     TargetStatistics as TargetStatistics,
     Trajectory as Trajectory,
 )
-from ._sweep import plan_sweep as plan_sweep, run_sweep as run_sweep, summarise as summarise
-from ._theory import solve_theory as solve_theory, theory_vector_field as theory_vector_field
 
 __version__ = importlib.metadata.version("modecollapse")

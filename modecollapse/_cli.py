@@ -4,11 +4,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._config import ConfigError, Experiment, load_experiment
+from ._experiments._config import ConfigError, Experiment, load_experiment
+from ._experiments._io import to_json, write_outputs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,26 +31,6 @@ def _check_out(path: str) -> None:
         raise ConfigError(f"`--out`: the parent folder {parent!r} does not exist.")
 
 
-def _write_outputs(out: str, files: dict[str, bytes]) -> None:
-    """Write every file atomically (temporary name, then rename); everything is rendered first."""
-    os.makedirs(out, exist_ok=True)
-    for name, data in files.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, os.path.join(out, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-
-def _json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=1) + "\n").encode()
-
-
 def _parse_dims(text: str) -> list[int]:
     try:
         dims = [int(x) for x in text.split(",") if x.strip()]
@@ -68,10 +48,10 @@ def _progress(args) -> bool:
 def _cmd_run(args) -> None:
     exp = _with_precision(load_experiment(args.config), args)
     _check_out(args.out)
-    from ._run import run_experiment  # heavy imports (jax) only after validation of the file
+    from ._jobs._run import run_experiment  # heavy imports (jax) only after validation of the file
 
     result, figure = run_experiment(exp, progress=_progress(args))
-    _write_outputs(args.out, {"result.json": _json(result), "overlaps.png": figure})
+    write_outputs(args.out, {"result.json": to_json(result), "overlaps.png": figure})
     print(f"wrote {os.path.join(args.out, 'result.json')} and overlaps.png")
 
 
@@ -79,10 +59,10 @@ def _cmd_compare(args) -> None:
     exp: Experiment = _with_precision(load_experiment(args.config), args)
     dims = _parse_dims(args.dims)
     _check_out(args.out)
-    from ._run import compare_experiment
+    from ._jobs._run import compare_experiment
 
     report, figure = compare_experiment(exp, dims, progress=_progress(args))
-    _write_outputs(args.out, {"compare.json": _json(report), "compare.png": figure})
+    write_outputs(args.out, {"compare.json": to_json(report), "compare.png": figure})
     print(f"wrote {os.path.join(args.out, 'compare.json')} and compare.png")
 
 
@@ -90,14 +70,14 @@ def _cmd_sweep(args) -> None:
     import tomllib
 
     if args.config is None:
-        from ._config import DEFAULT_SWEEP_TOML
+        from ._experiments._config import DEFAULT_SWEEP_TOML
 
         raw = tomllib.loads(DEFAULT_SWEEP_TOML)
     else:
         load_experiment(args.config)  # readable, valid TOML and a valid base experiment
         with open(args.config, "rb") as f:
             raw = tomllib.load(f)
-    from ._sweep import plan_sweep
+    from ._experiments._sweep import plan_sweep
 
     if args.precision is not None:
         raw.setdefault("simulation", {})["precision"] = args.precision
@@ -109,7 +89,7 @@ def _cmd_sweep(args) -> None:
         import jax
 
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    from ._run import sweep_experiment
+    from ._jobs._run import sweep_experiment
 
     summary = sweep_experiment(plan, args.out, resume=args.resume, progress=_progress(args))
     if summary is not None:
@@ -123,16 +103,16 @@ def _cmd_flow(args) -> None:
     if args.config is None:
         import tomllib
 
-        from ._config import DEFAULT_FLOW_TOML, parse_experiment
+        from ._experiments._config import DEFAULT_FLOW_TOML, parse_experiment
 
         exp = parse_experiment(tomllib.loads(DEFAULT_FLOW_TOML))
     else:
         exp = load_experiment(args.config)
     _check_out(args.out)
-    from ._flowrun import run_flow_experiment
+    from ._jobs._flow import run_flow_experiment
 
     result, figure = run_flow_experiment(exp, progress=_progress(args))
-    _write_outputs(args.out, {"result.json": _json(result), "flow.png": figure})
+    write_outputs(args.out, {"result.json": to_json(result), "flow.png": figure})
     print(f"wrote {os.path.join(args.out, 'result.json')} and flow.png")
 
 
@@ -140,13 +120,13 @@ def _cmd_design(args) -> None:
     if args.config is None:
         import tomllib
 
-        from ._config import parse_experiment
-        from ._design import DEFAULT_DESIGN_TOML
+        from ._experiments._config import parse_experiment
+        from ._jobs._design import DEFAULT_DESIGN_TOML
 
         exp = parse_experiment(tomllib.loads(DEFAULT_DESIGN_TOML))
     else:
         exp = load_experiment(args.config)
-    from ._design import formula_arguments
+    from ._jobs._design import formula_arguments
 
     formula_arguments(exp)  # one-line ConfigError if the formula does not cover the experiment
     if exp.annealing.kind == "none":
@@ -158,7 +138,7 @@ def _cmd_design(args) -> None:
         if getattr(args, name) < 1:
             raise ConfigError(f"`--{name}`: must be >= 1, got {getattr(args, name)}.")
     _check_out(args.out)
-    from ._design import design_experiment
+    from ._jobs._design import design_experiment
 
     report, figure = design_experiment(
         exp,
@@ -168,7 +148,7 @@ def _cmd_design(args) -> None:
         seeds=args.seeds,
         progress=_progress(args),
     )
-    _write_outputs(args.out, {"design.json": _json(report), "design.png": figure})
+    write_outputs(args.out, {"design.json": to_json(report), "design.png": figure})
     o, s = report["optimum"], report["start"]
     print(f"wrote {os.path.join(args.out, 'design.json')} and design.png")
     print(
@@ -184,11 +164,11 @@ def _cmd_design(args) -> None:
 
 def _cmd_agreement(args) -> None:
     _check_out(args.out)
-    from ._agreement import QUICK, agreement
+    from ._jobs._agreement import QUICK, agreement
 
     kwargs = QUICK if args.quick else {}
     report, png = agreement(progress=True, **kwargs)
-    _write_outputs(args.out, {"agreement.json": _json(report), "agreement.png": png})
+    write_outputs(args.out, {"agreement.json": to_json(report), "agreement.png": png})
     print(f"wrote {os.path.join(args.out, 'agreement.json')} and agreement.png")
     for pair in ("full-theory", "full-limit", "full-limit0", "full-sgd"):
         s = report["slopes"][pair]
@@ -406,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted; nothing was written.", 130)
     except Exception as e:  # numerical failures and anything unexpected: one line, no traceback
-        from ._experiment import NumericalFailure
+        from ._experiments._problem import NumericalFailure
 
         if isinstance(e, NumericalFailure):
             exp = load_experiment(args.config)

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._expectations import _sqrt_psd, expected_softmax_stats
 from ._mixtures import GaussianMixture
+from ._numerics._expectations import expected_softmax_stats, sqrt_psd
 from ._objective import gram_objective
 from ._summary import GramState, TargetStatistics, Trajectory
 
@@ -91,7 +91,7 @@ def _logit_samples(state: GramState, target: TargetStatistics, key: PRNGKeyArray
     s2 = jnp.exp(2 * state.log_scale)
     sig2 = target.scale**2
     mean_p = target.log_weights + (state.R - 0.5 * jnp.diag(target.T)) / sig2
-    L = _sqrt_psd(s2 * target.T / sig2**2)
+    L = sqrt_psd(s2 * target.T / sig2**2)
     z = jr.normal(key, mean_p.shape[:1] + (n, mean_p.shape[1]), dtype=mean_p.dtype)
     return mean_p[:, None, :] + z @ L.T
 

@@ -33,10 +33,10 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from modecollapse._design import make_schedule  # noqa: E402
-from modecollapse._formula import p_collapse_formula  # noqa: E402
-from modecollapse._plotting import _png, plt  # noqa: E402
-from modecollapse._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
+from modecollapse._annealing._design import make_schedule  # noqa: E402
+from modecollapse._annealing._formula import p_collapse_formula  # noqa: E402
+from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
+from modecollapse._figures._runs import plt, png  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(os.path.dirname(__file__)))
 DIM, NORM, INIT, T_END = 1000, 5.0, 3.0, 300.0
@@ -202,7 +202,7 @@ def figures(report: dict) -> None:
 
 def _save(fig, name: str) -> None:
     with open(os.path.join(ROOT, "docs/figures", name), "wb") as f:
-        f.write(_png(fig))
+        f.write(png(fig))
 
 
 def _pareto(g: dict) -> list[dict]:

@@ -41,22 +41,14 @@ import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modecollapse._config import DEFAULT_TOML  # noqa: E402
-from modecollapse._flowplots import (  # noqa: E402
-    lipschitz_figure,
-    mode_mass_figure,
-    phase_comparison_figure,
-)
-from modecollapse._flowvi import LIPSCHITZ_TAIL, example_seeds, train_flows  # noqa: E402
+from modecollapse._annealing._schedules import LinearSchedule  # noqa: E402
+from modecollapse._experiments._config import DEFAULT_TOML  # noqa: E402
+from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise, wilson  # noqa: E402
+from modecollapse._figures._flows import lipschitz_figure, mode_mass_figure, phase_comparison_figure  # noqa: E402
+from modecollapse._flows._pushforward import mixture_tv_bound, required_lipschitz, tv_threshold  # noqa: E402
+from modecollapse._flows._vi import LIPSCHITZ_TAIL, example_seeds, train_flows  # noqa: E402
 from modecollapse._metrics import LABELS, Thresholds  # noqa: E402
 from modecollapse._mixtures import GaussianMixture  # noqa: E402
-from modecollapse._pushforward import (  # noqa: E402
-    mixture_tv_bound,
-    required_lipschitz,
-    tv_threshold,
-)
-from modecollapse._schedules import LinearSchedule  # noqa: E402
-from modecollapse._sweep import plan_sweep, run_sweep, summarise, wilson  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIG = os.path.join(ROOT, "docs", "figures")

@@ -27,9 +27,9 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from modecollapse._config import DEFAULT_TOML  # noqa: E402
-from modecollapse._plotting import _png, phase_figure, plt  # noqa: E402
-from modecollapse._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
+from modecollapse._experiments._config import DEFAULT_TOML  # noqa: E402
+from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
+from modecollapse._figures._runs import phase_figure, plt, png  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 1000
@@ -147,7 +147,7 @@ def validate(name: str, theory_seeds: int, full_seeds: int, work: str) -> list[d
 
 
 def _wilson_from(p: float, n: int):
-    from modecollapse._sweep import wilson
+    from modecollapse._experiments._sweep import wilson
 
     lo, hi = wilson(np.array(round(p * n)), np.array(n))
     return [float(lo), float(hi)]
@@ -180,7 +180,7 @@ def _outcome_figure(summary: dict, title: str) -> bytes:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(f"{title}, {summary['seeds']} seeds per bar")
-    return _png(fig)
+    return png(fig)
 
 
 def _write_figure(name: str, summary: dict) -> None:

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 
 import modecollapse as mc
-from modecollapse import _formula
+from modecollapse._annealing import _formula
+from modecollapse._annealing._design import make_schedule, optimise_schedule
 from modecollapse._cli import main
-from modecollapse._design import (
-    DEFAULT_DESIGN_TOML,
-    formula_arguments,
-    make_schedule,
-    optimise_schedule,
-    simulate_collapse,
-)
+from modecollapse._jobs._design import DEFAULT_DESIGN_TOML, formula_arguments, simulate_collapse
 
 NORM, DIM = 5.0, 1000
 BASE = dict(target_norm=NORM, init_norm=3.0, dim=DIM, t_end=300.0)

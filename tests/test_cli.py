@@ -9,7 +9,7 @@ import pytest
 
 import modecollapse as mc
 from modecollapse._cli import main
-from modecollapse._config import DEFAULT_TOML
+from modecollapse._experiments._config import DEFAULT_TOML
 
 SMALL = (
     DEFAULT_TOML.replace("dim = 64", "dim = 3")

@@ -9,13 +9,13 @@ import jax.random as jr
 import numpy as np
 import pytest
 
+from modecollapse._annealing._schedules import LinearSchedule, NoAnnealing
 from modecollapse._cli import main
-from modecollapse._config import DEFAULT_FLOW_TOML, parse_experiment
-from modecollapse._flowvi import classify_flow, flow_objective, train_flows
+from modecollapse._experiments._config import DEFAULT_FLOW_TOML, parse_experiment
+from modecollapse._flows._realnvp import RealNVP
+from modecollapse._flows._vi import classify_flow, flow_objective, train_flows
 from modecollapse._metrics import LABELS
 from modecollapse._mixtures import GaussianMixture
-from modecollapse._realnvp import RealNVP
-from modecollapse._schedules import LinearSchedule, NoAnnealing
 
 SMALL_FLOW = (
     DEFAULT_FLOW_TOML.replace("layers = 6", "layers = 2")
@@ -110,7 +110,7 @@ def test_training_reduces_kl_on_a_unimodal_target(getkey):
 
 
 def test_sgd_is_plain_gradient_descent():
-    from modecollapse._flowvi import _optimizer
+    from modecollapse._flows._vi import _optimizer
 
     grads = {"w": jnp.array([1.0, -2.0])}
     updates, _ = _optimizer("sgd", 0.1).update(grads, _optimizer("sgd", 0.1).init(grads))

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import modecollapse as mc
-from modecollapse._initial import (
+from modecollapse._dynamics._initial import (
     _sample_overlaps_jit,
     initial_state,
     sample_initial_overlaps,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from modecollapse._integrals import gauss_hermite, sigmoid_moment
+from modecollapse._numerics._integrals import gauss_hermite, sigmoid_moment
 
 MS = [0.0, 1e-3, -1e-3, 0.5, -0.5, 3.0, -3.0, 10.0, -10.0, 50.0, -50.0]
 VS = [0.0, 1e-8, 1e-3, 0.1, 0.5, 0.8, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4]

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import modecollapse as mc
-from modecollapse._limit import extensive_rates, normalise, solve_limit
+from modecollapse._dynamics._limit import extensive_rates, normalise, solve_limit
 
 TIGHT = mc.SolverOptions(rtol=1e-10, atol=1e-12)
 
@@ -49,7 +49,7 @@ def test_agreement_routes_small():
     """The agreement benchmark's routes at d = 8: full and theory agree to solver tolerance."""
     import jax.random as jr
 
-    from modecollapse._agreement import run_dimension
+    from modecollapse._jobs._agreement import run_dimension
 
     out = run_dimension(8, 3, jnp.linspace(0.0, 10.0, 11), 8, 0.02, jr.key(0))
     assert float(np.max(out["gaps"]["full-theory"])) < 1e-6

@@ -7,7 +7,11 @@ import jax.random as jr
 import pytest
 
 import modecollapse as mc
-from modecollapse._noise import gradient_noise_trace, sgd_noise_correction, solve_theory_sgd
+from modecollapse._dynamics._noise import (
+    gradient_noise_trace,
+    sgd_noise_correction,
+    solve_theory_sgd,
+)
 
 
 def _fixed_state(d: int):

@@ -13,7 +13,7 @@ import pytest
 from helpers import random_problem
 
 import modecollapse as mc
-from modecollapse._particles import particle_value_and_grad, projected_value_and_grad
+from modecollapse._estimators._particles import particle_value_and_grad, projected_value_and_grad
 
 DRAWS = 20_000
 
@@ -100,7 +100,7 @@ def test_cli_run_and_full_route_sweep(tmp_path):
     import json
 
     from modecollapse._cli import main
-    from modecollapse._config import DEFAULT_TOML
+    from modecollapse._experiments._config import DEFAULT_TOML
 
     text = (
         DEFAULT_TOML.replace('estimator = "exact"', 'estimator = "mc-fresh-projected"')

@@ -5,8 +5,7 @@ import jax.random as jr
 import numpy as np
 from jax.scipy.special import ndtr, ndtri
 
-from modecollapse._mixtures import GaussianMixture
-from modecollapse._pushforward import (
+from modecollapse._flows._pushforward import (
     halfspace_masses,
     lipschitz_lower,
     lipschitz_upper,
@@ -16,7 +15,8 @@ from modecollapse._pushforward import (
     tv_estimate,
     tv_threshold,
 )
-from modecollapse._realnvp import RealNVP
+from modecollapse._flows._realnvp import RealNVP
+from modecollapse._mixtures import GaussianMixture
 
 
 def test_corner_formula_matches_brute_force():

@@ -7,7 +7,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from modecollapse._realnvp import AffineCoupling, RealNVP
+from modecollapse._flows._realnvp import AffineCoupling, RealNVP
 
 
 @eqx.filter_jit

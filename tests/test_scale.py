@@ -12,8 +12,12 @@ from helpers import random_problem, rel_err
 
 import modecollapse as mc
 from modecollapse._cli import _parser, _precision
-from modecollapse._config import DEFAULT_TOML
-from modecollapse._particles import particle_noise, particle_objective, particle_value_and_grad
+from modecollapse._estimators._particles import (
+    particle_noise,
+    particle_objective,
+    particle_value_and_grad,
+)
+from modecollapse._experiments._config import DEFAULT_TOML
 
 
 def _f32(tree):

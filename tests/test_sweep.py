@@ -11,8 +11,8 @@ import pytest
 from scipy.io import netcdf_file
 
 from modecollapse._cli import main
-from modecollapse._config import DEFAULT_TOML
-from modecollapse._sweep import plan_sweep, run_sweep, wilson
+from modecollapse._experiments._config import DEFAULT_TOML
+from modecollapse._experiments._sweep import plan_sweep, run_sweep, wilson
 
 BASE = (
     DEFAULT_TOML.replace("dim = 64", "dim = 16")

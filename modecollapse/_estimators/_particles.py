@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._mixtures import GaussianMixture, IsotropicMixture
+from .._mixtures import GaussianMixture, IsotropicMixture
 
 # Default chunk: at most this many noise numbers (K · chunk · d) per chunk, 64 MiB in float64.
 CHUNK_NUMBERS = 2**23

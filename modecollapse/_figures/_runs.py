@@ -13,7 +13,7 @@ _THEORY = dict(lw=1.8, alpha=0.9)
 _FULL = dict(ls="none", marker="o", ms=3.5, mfc="none")
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
@@ -63,7 +63,7 @@ def overlaps_figure(result: dict[str, Any]) -> bytes:
     note = "lines: theory ODE; circles: full d-dimensional flow" if fu is not None else "theory ODE"
     fig.suptitle(f"modecollapse run, d = {d} ({note})")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def compare_figure(report: dict[str, Any]) -> bytes:
@@ -123,7 +123,7 @@ def compare_figure(report: dict[str, Any]) -> bytes:
     axes[1, 2].grid(alpha=0.3)
     fig.suptitle("full d-dimensional flow (circles) against the summary-statistic ODE (lines)")
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _fmt(value) -> str:
@@ -132,7 +132,7 @@ def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
-def _heatmap(ax, grid, ci, xs, ys, xname, yname, title, annotate=True):
+def heatmap(ax, grid, ci, xs, ys, xname, yname, title, annotate=True):
     img = ax.imshow(
         np.asarray(grid, float).T, origin="lower", cmap="magma_r", vmin=0, vmax=1, aspect="auto"
     )
@@ -180,11 +180,11 @@ def phase_figure(summary: dict[str, Any]) -> bytes:
         cig = cig.reshape(cig.shape[:2] + (-1, 2))[:, :, 0, :].tolist()
         xs, ys = params[names[0]], params[names[1]]
         fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
-        img = _heatmap(axes[0], grid, cig, xs, ys, names[0], names[1], "P(collapse) [Wilson 95%]")
+        img = heatmap(axes[0], grid, cig, xs, ys, names[0], names[1], "P(collapse) [Wilson 95%]")
         for ax, mech in zip(axes[1:], mechanisms):
             m = np.asarray(per[mech], dtype=object)
             m = m.reshape(m.shape[:2] + (-1,))[:, :, 0].tolist()
-            _heatmap(ax, m, None, xs, ys, names[0], names[1], f"P({mech.replace('_', ' ')})")
+            heatmap(ax, m, None, xs, ys, names[0], names[1], f"P({mech.replace('_', ' ')})")
         fig.colorbar(img, ax=axes, fraction=0.02)
         if len(names) > 2:
             title += "; " + ", ".join(f"{n} = {_fmt(params[n][0])}" for n in names[2:])
@@ -219,7 +219,7 @@ def phase_figure(summary: dict[str, Any]) -> bytes:
         lo, hi = ci
         title += f"; P(collapse) = {p:.3f} [{lo:.3f}, {hi:.3f}]"
     fig.suptitle(title)
-    return _png(fig)
+    return png(fig)
 
 
 def agreement_figure(report: dict[str, Any]) -> bytes:
@@ -262,7 +262,7 @@ def agreement_figure(report: dict[str, Any]) -> bytes:
         ax.set_xlabel("t")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    return _png(fig)
+    return png(fig)
 
 
 def design_figure(report: dict[str, Any]) -> bytes:
@@ -306,4 +306,4 @@ def design_figure(report: dict[str, Any]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("formula along the optimisation, and simulation")
-    return _png(fig)
+    return png(fig)

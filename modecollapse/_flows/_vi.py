@@ -25,17 +25,17 @@ import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._metrics import (
+from .._annealing._schedules import AbstractSchedule
+from .._metrics import (
     LABELS,
     Thresholds,
     sample_entropic_mode_coverage,
     sample_mode_masses,
     sample_mode_score as _sample_mode_score,
 )
-from ._mixtures import GaussianMixture
+from .._mixtures import GaussianMixture
 from ._pushforward import lipschitz_lower, lipschitz_upper, tv_estimate
 from ._realnvp import RealNVP
-from ._schedules import AbstractSchedule
 
 OPTIMIZERS = ("adam", "sgd")
 LIPSCHITZ_TAIL = 1e-3

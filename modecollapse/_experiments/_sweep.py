@@ -22,14 +22,14 @@ import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._dynamics._full import solve_full
+from .._dynamics._initial import initial_state
+from .._dynamics._theory import solve_theory
+from .._metrics import LABELS, Outcome, Thresholds, trajectory_outcome
+from .._mixtures import IsotropicMixture
+from .._summary import GramState, TargetStatistics
 from ._config import ConfigError, Experiment, parse_experiment
-from ._experiment import build_problem, make_estimator, solver_options
-from ._flow import solve_full
-from ._initial import initial_state
-from ._metrics import LABELS, Outcome, Thresholds, trajectory_outcome
-from ._mixtures import IsotropicMixture
-from ._summary import GramState, TargetStatistics
-from ._theory import solve_theory
+from ._problem import build_problem, make_estimator, solver_options
 
 ROUTES = ("theory", "full")
 FIELDS = ("masses", "n_covered", "covered", "emc", "mode_score", "kl", "label", "status")

@@ -4,8 +4,8 @@ from typing import Any
 
 import numpy as np
 
-from ._metrics import LABELS
-from ._plotting import _png, plt
+from .._metrics import LABELS
+from ._runs import plt, png
 
 _LABEL_COLORS = {
     "covered": "C2",
@@ -127,19 +127,19 @@ def flow_figure(result: dict[str, Any], x: np.ndarray, density, target_x: np.nda
         "RealNVP reverse-KL VI: "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in outcome.items() if v)
     )
-    return _png(fig)
+    return png(fig)
 
 
 def phase_comparison_figure(cells: dict[str, Any], dim: int) -> bytes:
     """flow_phase_d{dim}.png: P(collapse) over (β0, duration), flows beside the theory."""
-    from ._plotting import _heatmap
+    from ._runs import heatmap
 
     betas, durations = cells["beta0"], cells["duration"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
     img = None
     for ax, route in zip(axes[:2], ("flow", "theory")):
         c = cells[route]
-        img = _heatmap(
+        img = heatmap(
             ax,
             c["p_collapse"],
             c["p_collapse_ci"],
@@ -149,7 +149,7 @@ def phase_comparison_figure(cells: dict[str, Any], dim: int) -> bytes:
             "duration τ",
             f"{route}: P(collapse) [Wilson 95%], {c['seeds']} seeds/cell",
         )
-    _heatmap(
+    heatmap(
         axes[2],
         cells["flow"]["p_vanishing_weight"],
         None,
@@ -162,7 +162,7 @@ def phase_comparison_figure(cells: dict[str, Any], dim: int) -> bytes:
     assert img is not None
     fig.colorbar(img, ax=axes, fraction=0.02)
     fig.suptitle(f"J = K = 2 antipodal target, d = {dim}: RealNVP flows vs Gaussian-mixture theory")
-    return _png(fig)
+    return png(fig)
 
 
 def lipschitz_figure(report: dict[str, Any]) -> bytes:
@@ -209,7 +209,7 @@ def lipschitz_figure(report: dict[str, Any]) -> bytes:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6)
     fig.suptitle("push-forward bound: TV(g#N(0,I), p) ≥ B(L); flows: estimated TV (PF9)")
-    return _png(fig)
+    return png(fig)
 
 
 def mode_mass_figure(panels: list[dict[str, Any]]) -> bytes:
@@ -233,4 +233,4 @@ def mode_mass_figure(panels: list[dict[str, Any]]) -> bytes:
         )
         ax.set_title(panel["title"], fontsize=9)
     fig.suptitle("RealNVP flows: per-mode mass trajectories, one seed per outcome")
-    return _png(fig)
+    return png(fig)

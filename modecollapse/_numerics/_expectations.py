@@ -37,7 +37,7 @@ _QMC_POINTS = 4096
 
 
 @functools.cache
-def _rule(dim: int, per_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_rule(dim: int, per_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (P, dim) and weights (P,) of a rule for E[f(Z)], Z ~ N(0, I_dim).
 
     `per_dim` overrides the Gauss–Hermite nodes per dimension of the tensor rules (dim ≤ 3).
@@ -82,7 +82,7 @@ def _van_der_corput(i: np.ndarray, base: int) -> np.ndarray:
     return out
 
 
-def _sqrt_psd(cov: Array) -> Array:
+def sqrt_psd(cov: Array) -> Array:
     """A square root L with L Lᵀ = cov, by eigendecomposition with negative rounding clipped."""
     lam, vecs = jnp.linalg.eigh(cov)
     return vecs * jnp.sqrt(jnp.clip(lam, 0.0, None))
@@ -133,10 +133,10 @@ def gaussian_expectation(
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _gaussian_expectation(f, n_nodes, mean, cov, aux):
-    nodes, weights = _rule(mean.shape[0], n_nodes)
+    nodes, weights = gaussian_rule(mean.shape[0], n_nodes)
     nodes = jnp.asarray(nodes, dtype=mean.dtype)
     weights = jnp.asarray(weights, dtype=mean.dtype)
-    xs = mean + nodes @ _sqrt_psd(cov).T
+    xs = mean + nodes @ sqrt_psd(cov).T
     values = jax.vmap(lambda x: f(x, aux))(xs)
     return jax.tree.map(lambda v: jnp.tensordot(weights, v, axes=1), values)
 

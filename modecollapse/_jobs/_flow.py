@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._config import Experiment, FlowConfig
-from ._experiment import _schedule, build_problem
-from ._flowplots import flow_figure
-from ._flowvi import LIPSCHITZ_TAIL, example_seeds, train_flows
-from ._metrics import Thresholds
-from ._pushforward import required_lipschitz, tv_threshold
+from .._experiments._config import Experiment, FlowConfig
+from .._experiments._problem import build_problem, build_schedule
+from .._figures._flows import flow_figure
+from .._flows._pushforward import required_lipschitz, tv_threshold
+from .._flows._vi import LIPSCHITZ_TAIL, example_seeds, train_flows
+from .._metrics import Thresholds
 
 TIME_CONVENTION = (
     "t_i = i * learning_rate (eq. (NF6)); beta_i = beta(t_i); the annealing duration is in these "
@@ -54,7 +54,7 @@ def run_flow_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[s
     fc = exp.flow or FlowConfig()
     problem = build_problem(exp)
     target = problem.target
-    schedule = _schedule(exp)
+    schedule = build_schedule(exp)
     thresholds = Thresholds()
     run = train_flows(
         jr.key(exp.seed),

@@ -9,17 +9,17 @@ import jax
 import jax.random as jr
 import numpy as np
 
-from ._config import Experiment
-from ._experiment import (
+from .._experiments._config import Experiment
+from .._experiments._problem import (
     build_problem,
     max_abs_diff,
     run_full,
     run_theory,
     trajectory_record,
 )
-from ._metrics import trajectory_outcome
-from ._plotting import compare_figure, overlaps_figure
-from ._summary import TargetStatistics
+from .._figures._runs import compare_figure, overlaps_figure
+from .._metrics import trajectory_outcome
+from .._summary import TargetStatistics
 
 
 def _log(message: str) -> None:
@@ -164,14 +164,14 @@ def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = F
     summary["p_collapse"]
     ```
     """
-    from ._cli import _json, _write_outputs
-    from ._plotting import phase_figure
-    from ._sweep import run_sweep, summarise, write_netcdf
+    from .._experiments._io import to_json, write_outputs
+    from .._experiments._sweep import run_sweep, summarise, write_netcdf
+    from .._figures._runs import phase_figure
 
     results = run_sweep(plan, out, resume=resume, progress=progress)
     if jax.process_index() != 0:
         return None  # process 0 merges every process's checkpoint and writes the outputs
     summary = summarise(plan, results)
     write_netcdf(os.path.join(out, "results.nc"), plan, results)
-    _write_outputs(out, {"summary.json": _json(summary), "phase.png": phase_figure(summary)})
+    write_outputs(out, {"summary.json": to_json(summary), "phase.png": phase_figure(summary)})
     return summary

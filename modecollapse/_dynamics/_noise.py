@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._expectations import _rule, _sqrt_psd, expected_softmax_stats
-from ._flow import LearningRates
-from ._integrals import gauss_hermite
-from ._schedules import AbstractSchedule
+from .._annealing._schedules import AbstractSchedule
+from .._numerics._expectations import expected_softmax_stats, gaussian_rule, sqrt_psd
+from .._numerics._integrals import gauss_hermite
+from .._summary import GramState, TargetStatistics, Trajectory
+from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
-from ._summary import GramState, TargetStatistics, Trajectory
-from ._theory import _Static, _theory_save, theory_vector_field
+from ._theory import TheoryStatic, theory_save, theory_vector_field
 
 # Gauss–Hermite nodes per dimension of the tensor rule over the embedding R^P (eq. (N5)); for
 # P ≥ 6 the symmetrised Halton rule of eq. (G4) is used instead.
@@ -32,7 +32,7 @@ _EMBED_NODES = {1: 48, 2: 48, 3: 20, 4: 12, 5: 7}
 def _embedding_rule(dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (N, dim) and weights (N,) for E[f(u)], u ~ N(0, I_dim) (eq. (N5))."""
     if dim not in _EMBED_NODES:
-        return _rule(dim)
+        return gaussian_rule(dim)
     x, w = gauss_hermite(_EMBED_NODES[dim])
     nodes = np.stack([g.ravel() for g in np.meshgrid(*([x] * dim), indexing="ij")], axis=-1)
     weights = np.prod(
@@ -127,7 +127,7 @@ def gradient_noise_trace(
     # The rest: the same estimator in the embedding R^P, P = K + J, of span{m, μ} (eqs. (N2), (N5)).
     P = K + J
     gram = jnp.block([[Q, R], [R.T, T]])
-    L = _sqrt_psd(0.5 * (gram + gram.T))
+    L = sqrt_psd(0.5 * (gram + gram.T))
     aux = (L[:K], L[K:], log_w, state.log_scale, target.log_weights, target.scale, beta)
     nodes_u, weights_u = _embedding_rule(P)
     phi, prod = jax.vmap(_particle_gradients, (0, None))(jnp.asarray(nodes_u, dtype), aux)
@@ -187,7 +187,7 @@ def _sgd_field(t, y, args):
 
 
 def _sgd_save(t, y, args):
-    return _theory_save(t, y, args[0])
+    return theory_save(t, y, args[0])
 
 
 @eqx.filter_jit
@@ -233,7 +233,7 @@ def solve_theory_sgd(
     return integrate(
         _sgd_field,
         state,
-        ((target, schedule, rates, dim, _Static(options.quadrature)), noise),
+        ((target, schedule, rates, dim, TheoryStatic(options.quadrature)), noise),
         ts,
         options,
         _sgd_save,

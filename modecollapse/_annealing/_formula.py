@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._integrals import sigmoid_moment
+from .._numerics._integrals import sigmoid_moment
 from ._schedules import AbstractSchedule
 
 SCALE_COUPLINGS = ("adiabatic", "frozen")

@@ -9,26 +9,27 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._config import ConfigError, Experiment, SimulationConfig
-from ._flow import LearningRates, solve_full
-from ._mixtures import GaussianMixture, IsotropicMixture
-from ._objective import (
-    AbstractEstimator,
-    ExactEstimator,
-    FixedParticles,
-    FreshParticles,
-    ProjectedFreshParticles,
-)
-from ._schedules import (
+from .._annealing._schedules import (
     AbstractSchedule,
     ExponentialSchedule,
     GeometricSchedule,
     LinearSchedule,
     NoAnnealing,
 )
-from ._solve import SolverOptions
-from ._summary import GramState, TargetStatistics, Trajectory
-from ._theory import solve_theory
+from .._dynamics._full import solve_full
+from .._dynamics._rates import LearningRates
+from .._dynamics._solve import SolverOptions
+from .._dynamics._theory import solve_theory
+from .._estimators._estimators import (
+    AbstractEstimator,
+    ExactEstimator,
+    FixedParticles,
+    FreshParticles,
+    ProjectedFreshParticles,
+)
+from .._mixtures import GaussianMixture, IsotropicMixture
+from .._summary import GramState, TargetStatistics, Trajectory
+from ._config import ConfigError, Experiment, SimulationConfig
 
 _PSD_TOL = 1e-9
 
@@ -130,7 +131,7 @@ def _initial_means(exp: Experiment, U: np.ndarray, key: jax.Array) -> np.ndarray
     return alpha @ P + beta @ E
 
 
-def _schedule(exp: Experiment) -> AbstractSchedule:
+def build_schedule(exp: Experiment) -> AbstractSchedule:
     a = exp.annealing
     beta0, duration, rate = (
         float(x) if x is not None else 0.0 for x in (a.beta0, a.duration, a.rate)
@@ -191,7 +192,7 @@ def build_problem(exp: Experiment) -> Problem:
     M = _initial_means(exp, U, k_init)
     target = GaussianMixture(jnp.asarray(U), jnp.asarray(exp.target.weights), exp.target.scale)
     v = exp.variational
-    schedule = _schedule(exp)
+    schedule = build_schedule(exp)
     adiabatic = exp.annealing.scale == "adiabatic"
     # adiabatic coupling starts on the tempered variance s(0)² = σ²/β(0) (eq. (S5))
     log_s0 = (

@@ -16,7 +16,7 @@ import numpy as np
 from jax.scipy.special import ndtr, ndtri
 from jaxtyping import Array, ArrayLike, Float
 
-from ._mixtures import GaussianMixture
+from .._mixtures import GaussianMixture
 from ._realnvp import RealNVP
 
 

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._expectations import expected_softmax_stats
-from ._flow import LearningRates
-from ._objective import gram_objective
-from ._schedules import AbstractSchedule
+from .._annealing._schedules import AbstractSchedule
+from .._numerics._expectations import expected_softmax_stats
+from .._objective import gram_objective
+from .._summary import GramState, TargetStatistics, Trajectory, record
+from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
-from ._summary import GramState, TargetStatistics, Trajectory, record
 
 
 def theory_vector_field(
@@ -88,12 +88,12 @@ def _theory_field(t, y, args):
     return theory_vector_field(t, y, target, schedule, rates, dim, nodes.value)
 
 
-def _theory_save(t, y, args):
+def theory_save(t, y, args):
     target, schedule, _, dim, nodes = args
     return record(y, gram_objective(y, target, schedule(t), dim, nodes.value))
 
 
-class _Static(eqx.Module):
+class TheoryStatic(eqx.Module):
     value: int | None = eqx.field(static=True)
 
 
@@ -131,9 +131,9 @@ def solve_theory(
     return integrate(
         _theory_field,
         state,
-        (target, schedule, rates, dim, _Static(options.quadrature)),
+        (target, schedule, rates, dim, TheoryStatic(options.quadrature)),
         ts,
         options,
-        _theory_save,
+        theory_save,
         breakpoints=schedule.breakpoints,
     )

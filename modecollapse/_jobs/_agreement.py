@@ -29,14 +29,15 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._flow import LearningRates, solve_full
-from ._limit import extensive_rates, normalise, solve_limit
-from ._mixtures import GaussianMixture, IsotropicMixture
-from ._objective import FreshParticles
-from ._schedules import LinearSchedule
-from ._solve import SolverOptions
-from ._summary import GramState, TargetStatistics
-from ._theory import solve_theory
+from .._annealing._schedules import LinearSchedule
+from .._dynamics._full import solve_full
+from .._dynamics._limit import extensive_rates, normalise, solve_limit
+from .._dynamics._rates import LearningRates
+from .._dynamics._solve import SolverOptions
+from .._dynamics._theory import solve_theory
+from .._estimators._estimators import FreshParticles
+from .._mixtures import GaussianMixture, IsotropicMixture
+from .._summary import GramState, TargetStatistics
 
 ROUTES = ("full", "sgd", "theory", "limit", "limit0")
 DIMS = (16, 64, 256, 1024, 4096, 16384)
@@ -184,7 +185,7 @@ def agreement(
     report["slopes"]["full-limit0"]
     ```
     """
-    from ._plotting import agreement_figure
+    from .._figures._runs import agreement_figure
 
     ts = jnp.linspace(0.0, 10.0, 21)
     rows = []

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._flow import LearningRates
-from ._schedules import AbstractSchedule
+from .._annealing._schedules import AbstractSchedule
+from .._summary import GramState, TargetStatistics, Trajectory, record
+from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
-from ._summary import GramState, TargetStatistics, Trajectory, record
 
 
 def extensive_rates(rates: LearningRates, dim: ArrayLike) -> LearningRates:

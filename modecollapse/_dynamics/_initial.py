@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._summary import GramState, TargetStatistics
+from .._summary import GramState, TargetStatistics
 
 # Eigenvalues of T at or below this multiple of J·eps·max|λ| count as zero (rank deficiency).
 _RANK_RTOL = 1000.0
