@@ -11,14 +11,15 @@ from jaxtyping import Array, Float
 
 from .._summary import Trajectory
 
-_SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
+# The solver registry: one line per solver. The jax-free config validates `simulation.solver`
+# against the same names (`_experiments._config.SOLVERS`; tests/test_registries.py keeps them equal).
+SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
     "tsit5": dfx.Tsit5,
     "dopri5": dfx.Dopri5,
     "dopri8": dfx.Dopri8,
     "heun": dfx.Heun,
     "kvaerno5": dfx.Kvaerno5,
 }
-SOLVER_NAMES = tuple(_SOLVERS)
 
 
 class SolverOptions(eqx.Module):
@@ -48,8 +49,8 @@ class SolverOptions(eqx.Module):
     quadrature: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if self.solver not in _SOLVERS:
-            raise ValueError(f"`solver` must be one of {', '.join(_SOLVERS)}, got {self.solver!r}.")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"`solver` must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
 
 
 def integrate(
@@ -76,7 +77,7 @@ def integrate(
         controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize()
         dt0 = fixed_step
     else:
-        solver = _SOLVERS[options.solver]()
+        solver = SOLVERS[options.solver]()
         jumps = [b for b in breakpoints if b > 0]
         controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
         if jumps:

@@ -15,6 +15,7 @@ mode masses (C2), the objective, and the Lipschitz estimates (PF7), (PF8) are re
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -37,7 +38,12 @@ from .._mixtures import GaussianMixture
 from ._pushforward import lipschitz_lower, lipschitz_upper, tv_estimate
 from ._realnvp import RealNVP
 
-OPTIMIZERS = ("adam", "sgd")
+# The flow-optimizer registry (name -> optax constructor of the learning rate); the jax-free config
+# validates `flow.optimizer` against the same names (tests/test_registries.py keeps them equal).
+OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
+    "adam": optax.adam,
+    "sgd": optax.sgd,
+}
 LIPSCHITZ_TAIL = 1e-3
 """Base mass η outside the ball on which the upper bound (PF8) is computed."""
 
@@ -110,11 +116,9 @@ class FlowTraining(eqx.Module):
 @functools.lru_cache(maxsize=32)
 def _optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
     # cached: the same transformation object lets `_train`'s compilation be reused
-    if name == "adam":
-        return optax.adam(learning_rate)
-    if name == "sgd":
-        return optax.sgd(learning_rate)
-    raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+    return OPTIMIZERS[name](learning_rate)
 
 
 def flow_objective(
