@@ -1,4 +1,4 @@
-"""Each registry is written once in the library; the jax-free config validates against the same names."""
+"""Each registry is written once in the library; the jax-free config checks the same names."""
 
 from modecollapse._dynamics._solve import SOLVERS
 from modecollapse._experiments import _config

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float
 from .._summary import Trajectory
 
 # The solver registry: one line per solver. The jax-free config validates `simulation.solver`
-# against the same names (`_experiments._config.SOLVERS`; tests/test_registries.py keeps them equal).
+# against the same names (`_config.SOLVERS`; tests/test_registries.py keeps them equal).
 SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
     "tsit5": dfx.Tsit5,
     "dopri5": dfx.Dopri5,
