@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 
 from .._metrics import LABELS
-from ._runs import plt, png
+from ._base import plt, png
 
 _LABEL_COLORS = {
     "covered": "C2",
@@ -132,7 +132,7 @@ def flow_figure(result: dict[str, Any], x: np.ndarray, density, target_x: np.nda
 
 def phase_comparison_figure(cells: dict[str, Any], dim: int) -> bytes:
     """flow_phase_d{dim}.png: P(collapse) over (β0, duration), flows beside the theory."""
-    from ._runs import heatmap
+    from ._base import heatmap
 
     betas, durations = cells["beta0"], cells["duration"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")

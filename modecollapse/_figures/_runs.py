@@ -1,23 +1,13 @@
 """Figures: theory lines against full-flow markers."""
 
-import io
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ._base import format_value, heatmap, plt, png
 
 _THEORY = dict(lw=1.8, alpha=0.9)
 _FULL = dict(ls="none", marker="o", ms=3.5, mfc="none")
-
-
-def png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def _series(ax, ts, theory, full, label_fn, title, colors=None):
@@ -126,43 +116,6 @@ def compare_figure(report: dict[str, Any]) -> bytes:
     return png(fig)
 
 
-def _fmt(value) -> str:
-    if isinstance(value, list):
-        return "/".join(f"{v:g}" for v in value)
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
-
-
-def heatmap(ax, grid, ci, xs, ys, xname, yname, title, annotate=True):
-    img = ax.imshow(
-        np.asarray(grid, float).T, origin="lower", cmap="magma_r", vmin=0, vmax=1, aspect="auto"
-    )
-    ax.set_xticks(range(len(xs)), [_fmt(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [_fmt(v) for v in ys])
-    ax.set_xlabel(xname)
-    ax.set_ylabel(yname)
-    ax.set_title(title)
-    if annotate:
-        for i in range(len(xs)):
-            for j in range(len(ys)):
-                p = grid[i][j]
-                if p is None:
-                    continue
-                text = f"{p:.2f}"
-                if ci is not None:
-                    lo, hi = ci[i][j]
-                    text += f"\n[{lo:.2f}, {hi:.2f}]"
-                ax.text(
-                    i,
-                    j,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if p > 0.55 else "black",
-                )
-    return img
-
-
 def phase_figure(summary: dict[str, Any]) -> bytes:
     """phase.png of a sweep: P(collapse) with Wilson 95% intervals, and each mechanism."""
     params = summary["parameters"]
@@ -187,7 +140,7 @@ def phase_figure(summary: dict[str, Any]) -> bytes:
             heatmap(ax, m, None, xs, ys, names[0], names[1], f"P({mech.replace('_', ' ')})")
         fig.colorbar(img, ax=axes, fraction=0.02)
         if len(names) > 2:
-            title += "; " + ", ".join(f"{n} = {_fmt(params[n][0])}" for n in names[2:])
+            title += "; " + ", ".join(f"{n} = {format_value(params[n][0])}" for n in names[2:])
     elif len(names) == 1:
         xs = params[names[0]]
         x = np.arange(len(xs))
@@ -206,7 +159,7 @@ def phase_figure(summary: dict[str, Any]) -> bytes:
                 color=f"C{k}",
                 label=f"P({mech.replace('_', ' ')})",
             )
-        ax.set_xticks(x, [_fmt(v) for v in xs])
+        ax.set_xticks(x, [format_value(v) for v in xs])
         ax.set_xlabel(names[0])
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
