@@ -6,20 +6,94 @@ drawn directly in the J-dimensional logit space, with no d-dimensional work. Sam
 (`sample_*`) take points x from any q (e.g. a normalizing flow).
 """
 
-import diffrax as dfx
+import dataclasses
+from typing import Any, NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ._mixtures import GaussianMixture
 from ._numerics._expectations import expected_softmax_stats, sqrt_psd
 from ._objective import gram_objective
 from ._summary import GramState, TargetStatistics, Trajectory
 
-LABELS = ("covered", "mean_alignment", "vanishing_weight", "other", "failed")
-"""Outcome labels; `Outcome.label` is an index into this tuple."""
+
+class Label(eqx.Enumeration):
+    """The outcome labels of a run (eq. (C6) for mixtures, (NF7) for flows): the one source.
+
+    `Outcome.label`, `FlowRun.label` and the `label` variable of results.nc store the integer
+    `label_index(item)`; `LABELS` lists the names in that order.
+
+    **Example:**
+    ```python
+    LABELS[int(out.label)], out.label == label_index(Label.failed)
+    ```
+    """
+
+    covered = "every mode has mass above coverage·ρ_j at the final time"
+    mean_alignment = "a mode is uncovered and two live components sit on one mode"
+    vanishing_weight = "a mode is uncovered and a component vanished before reaching a mode"
+    other = "a mode is uncovered for another reason"
+    failed = "the solve failed (max steps) or a saved number is non-finite"
+
+
+def label_index(item: Label) -> Int[Array | np.ndarray, ""]:
+    """The integer stored for a label (an index into `LABELS`); traceable.
+
+    **Arguments:**
+
+    - `item`: a `Label` item, e.g. `Label.failed` or the result of `Label.where`.
+
+    **Returns:** an int32 scalar (a NumPy scalar array for a fixed item, traced under `jit`).
+
+    **Example:**
+    ```python
+    LABELS[int(label_index(Label.other))]  # "other"
+    ```
+    """
+    return item._value  # equinox keeps the index here (as diffrax's RESULTS)
+
+
+LABELS: tuple[str, ...] = tuple(Label._name_to_item)
+"""The label names in index order (derived from `Label`); `Outcome.label` indexes it."""
+
+
+def wilson_interval(
+    successes: ArrayLike, trials: ArrayLike, z: float = 1.96
+) -> tuple[Float[Array | np.ndarray, "..."], Float[Array | np.ndarray, "..."]]:
+    """Wilson score interval of a binomial proportion, k successes in n trials (eq. (C7)).
+
+    NaN where n = 0. NumPy inputs give NumPy float64 results; JAX inputs give JAX arrays (and can
+    be traced), in their own precision.
+
+    **Arguments:**
+
+    - `successes`: k, any shape.
+    - `trials`: n, broadcastable against k.
+    - `z`: the normal quantile (1.96: a 95% interval).
+
+    **Returns:** `(lower, upper)`, each clipped to [0, 1].
+
+    **Example:**
+    ```python
+    lo, hi = wilson_interval(np.array([0, 5]), np.array([10, 10]))
+    ```
+    """
+    if isinstance(successes, jax.Array) or isinstance(trials, jax.Array):
+        xp, k, n = jnp, successes, trials
+    else:
+        xp, k, n = np, np.asarray(successes, float), np.asarray(trials, float)
+    p = k / xp.maximum(n, 1)
+    safe = xp.asarray(xp.maximum(n, 1)).astype(p.dtype)  # n in p's precision (strict promotion)
+    denom = 1 + z**2 / safe
+    centre = (p + z**2 / (2 * safe)) / denom
+    half = z * xp.sqrt(p * (1 - p) / safe + z**2 / (4 * safe**2)) / denom
+    lo, hi = xp.clip(centre - half, 0, 1), xp.clip(centre + half, 0, 1)
+    return xp.where(n > 0, lo, xp.nan), xp.where(n > 0, hi, xp.nan)
 
 
 class Thresholds(eqx.Module):
@@ -205,8 +279,12 @@ def sample_mode_score(x: Float[Array, "n d"], target: GaussianMixture):
 class Outcome(eqx.Module):
     """The metrics of one trajectory at its final time, and its label (eqs. (C1)–(C6)).
 
-    `label` indexes `LABELS`; `status` is 0 for a successful solve, 1 for a failed one (then
-    `label` is `failed`).
+    `label` is `label_index` of a `Label` (an index into `LABELS`); `status` is 0 for a
+    successful solve, 1 for a failed one (then `label` is `failed`).
+
+    The fields are the one list of metrics: sweeps store, checkpoint and write to results.nc
+    exactly these (see `outcome_fields`). Adding a metric is one field here plus its line in
+    `trajectory_outcome`.
     """
 
     masses: Float[Array, " j"]
@@ -215,20 +293,71 @@ class Outcome(eqx.Module):
     emc: Float[Array, ""]
     mode_score: Float[Array, ""]
     kl: Float[Array, ""]
-    label: Int[Array, ""]
-    status: Int[Array, ""]
+    label: Int[Array, ""] = eqx.field(metadata=dict(missing=int(label_index(Label.failed))))
+    status: Int[Array, ""] = eqx.field(metadata=dict(missing=1, json=False))
 
     def to_dict(self) -> dict:
-        """JSON form (unbatched outcomes only)."""
-        return {
-            "masses": [float(m) for m in self.masses],
-            "covered": bool(self.covered),
-            "n_covered": int(self.n_covered),
-            "emc": float(self.emc),
-            "mode_score": float(self.mode_score),
-            "kl": float(self.kl),
-            "label": LABELS[int(self.label)],
-        }
+        """JSON form (unbatched outcomes only); `label` by name, `status` left out."""
+        out: dict[str, Any] = {}
+        for f in outcome_fields():
+            value = np.asarray(getattr(self, f.name))
+            if f.name == "label":
+                out[f.name] = LABELS[int(value)]
+            elif f.json:
+                out[f.name] = bool(value) if value.dtype == bool else value.tolist()
+        return out
+
+
+class OutcomeField(NamedTuple):
+    """How a sweep stores one `Outcome` field (derived from its annotation and metadata).
+
+    - `name`: the field name.
+    - `dtype`: the storage dtype: float64, int32, or int8 for booleans (netCDF-3 has no bool).
+    - `per_mode`: whether the field has a trailing mode axis (length J).
+    - `missing`: its value for a trajectory not (yet) run: NaN, 0, or the field's `missing`.
+    - `json`: whether `Outcome.to_dict` includes it.
+    """
+
+    name: str
+    dtype: np.dtype
+    per_mode: bool
+    missing: Any
+    json: bool
+
+
+def outcome_fields() -> tuple[OutcomeField, ...]:
+    """The storage layout of every `Outcome` field, in field order: the one field list.
+
+    **Returns:** a tuple of `OutcomeField`.
+
+    **Example:**
+    ```python
+    [f.name for f in outcome_fields()]  # ["masses", "n_covered", ..., "status"]
+    ```
+    """
+    out = []
+    for f in dataclasses.fields(Outcome):
+        dtypes = f.type.dtypes
+        if "float64" in dtypes:
+            dtype, missing = np.dtype(np.float64), np.nan
+        elif "bool" in dtypes:
+            dtype, missing = np.dtype(np.int8), 0
+        elif "int32" in dtypes:
+            dtype, missing = np.dtype(np.int32), 0
+        else:  # pragma: no cover - a new field needs a Float, Int or Bool annotation
+            raise TypeError(f"`Outcome.{f.name}`: annotate it as Float, Int or Bool.")
+        if f.type.dim_str not in ("", "j"):  # pragma: no cover
+            raise TypeError(f"`Outcome.{f.name}`: shape must be scalar or (j,) modes.")
+        out.append(
+            OutcomeField(
+                f.name,
+                dtype,
+                f.type.dim_str == "j",
+                f.metadata.get("missing", missing),
+                f.metadata.get("json", True),
+            )
+        )
+    return tuple(out)
 
 
 def _final_state(traj: Trajectory) -> GramState:
@@ -257,7 +386,7 @@ def classify(
     - `target`: the target's statistics.
     - `thresholds`: see `Thresholds`.
 
-    **Returns:** an index into `LABELS`.
+    **Returns:** `label_index` of a `Label` (an index into `LABELS`).
 
     **Example:**
     ```python
@@ -271,7 +400,9 @@ def classify(
     all_covered = jnp.all(w @ e > thresholds.coverage * rho)
     J = e.shape[1]
     alive = w >= thresholds.weight
-    on_mode = jax.nn.one_hot(jnp.argmax(e, axis=1), J, dtype=w.dtype) * alive[:, None]
+    on_mode = jax.nn.one_hot(jnp.argmax(e, axis=1), J, dtype=w.dtype) * alive[:, None].astype(
+        w.dtype
+    )
     aligned = jnp.any(jnp.sum(on_mode, axis=0) >= 2)
     # first save index at which each component is negligible / has reached a mode
     dist2 = (
@@ -285,9 +416,12 @@ def classify(
     t_vanish = first(traj.weights < thresholds.weight)
     t_reach = first(reached)
     vanished = (w < thresholds.weight) & (t_vanish <= t_reach)
-    return jnp.where(
-        all_covered, 0, jnp.where(aligned, 1, jnp.where(jnp.any(vanished), 2, 3))
-    ).astype(jnp.int32)
+    uncovered = Label.where(
+        aligned,
+        Label.mean_alignment,
+        Label.where(jnp.any(vanished), Label.vanishing_weight, Label.other),
+    )
+    return label_index(Label.where(all_covered, Label.covered, uncovered))
 
 
 def trajectory_outcome(
@@ -324,10 +458,8 @@ def trajectory_outcome(
     logits, sample_weights = _flat_samples(final, target, key, n_samples)
     rho = jnp.exp(target.log_weights)
     covered_modes = masses > thresholds.coverage * rho
-    finite = jnp.all(jnp.isfinite(traj.R)) & jnp.all(jnp.isfinite(traj.Q))
-    finite = finite & jnp.all(jnp.isfinite(traj.weights)) & jnp.all(jnp.isfinite(traj.scale))
-    ok = (traj.result == dfx.RESULTS.successful) & finite
-    label = jnp.where(ok, classify(traj, target, thresholds, nodes), LABELS.index("failed"))
+    ok = traj.solved()
+    label = jnp.where(ok, classify(traj, target, thresholds, nodes), label_index(Label.failed))
     return Outcome(
         masses=masses,
         n_covered=jnp.sum(covered_modes).astype(jnp.int32),

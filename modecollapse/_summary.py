@@ -1,10 +1,12 @@
 """Summary statistics of the (target, family) pair and trajectories of them (docs/theory.md, §3)."""
 
+import functools
+
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from ._mixtures import GaussianMixture, IsotropicMixture
 
@@ -83,17 +85,54 @@ class Trajectory(eqx.Module):
     num_steps: Array
     final: eqx.Module
 
+    def solved(self) -> Bool[Array, ""]:
+        """The failure test, traceable (vmap-able): the solve succeeded and every saved number
+        is finite. `failure` says which check failed; `all_finite` is the same finiteness test.
+
+        **Returns:** a boolean scalar (for an unbatched trajectory).
+
+        **Example:**
+        ```python
+        ok = jax.vmap(Trajectory.solved)(trajs)
+        ```
+        """
+        saved = [getattr(self, name) for name in _SAVED]
+        return (self.result == dfx.RESULTS.successful) & all_finite(*saved)
+
     def failure(self) -> str | None:
         """None if the solve succeeded and every saved number is finite, else what went wrong.
 
         Only for unbatched, concrete trajectories (call it outside `jit`).
         """
+        if bool(self.solved()):
+            return None
         if self.result != dfx.RESULTS.successful:
             return dfx.RESULTS[self.result]
-        for name in ("R", "Q", "weights", "scale", "objective"):
-            if not bool(jnp.all(jnp.isfinite(getattr(self, name)))):
-                return f"non-finite values (NaN or inf) in the saved `{name}`."
-        return None
+        bad = next(name for name in _SAVED if not bool(all_finite(getattr(self, name))))
+        return f"non-finite values (NaN or inf) in the saved `{bad}`."
+
+
+_SAVED = ("R", "Q", "weights", "scale", "objective")
+
+
+def all_finite(*arrays: Array, batch_ndim: int = 0) -> Bool[Array, "*batch"]:
+    """Whether every entry of every array is finite, per batch element: the one finiteness test
+    of a run (trajectories, flow training records).
+
+    **Arguments:**
+
+    - `arrays`: arrays sharing their leading `batch_ndim` axes.
+    - `batch_ndim`: how many leading axes to keep (0: one boolean for everything).
+
+    **Returns:** a boolean array of the batch shape.
+
+    **Example:**
+    ```python
+    all_finite(loss, masses, kl, batch_ndim=1)  # one flag per seed
+    ```
+    """
+    flags = [jnp.all(jnp.isfinite(a), axis=tuple(range(batch_ndim, jnp.ndim(a)))) for a in arrays]
+    return functools.reduce(jnp.logical_and, flags)
 
 
 def record(state: GramState, objective: Array) -> dict[str, Array]:

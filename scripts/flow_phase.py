@@ -43,12 +43,13 @@ import numpy as np  # noqa: E402
 
 from modecollapse._annealing._schedules import LinearSchedule  # noqa: E402
 from modecollapse._experiments._config import DEFAULT_TOML  # noqa: E402
-from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise, wilson  # noqa: E402
+from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
 from modecollapse._figures._flows import lipschitz_figure, mode_mass_figure, phase_comparison_figure  # noqa: E402
 from modecollapse._flows._pushforward import mixture_tv_bound, required_lipschitz, tv_threshold  # noqa: E402
 from modecollapse._flows._vi import LIPSCHITZ_TAIL, example_seeds, train_flows  # noqa: E402
 from modecollapse._metrics import LABELS, Thresholds  # noqa: E402
 from modecollapse._mixtures import GaussianMixture  # noqa: E402
+from modecollapse.metrics import wilson_interval  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIG = os.path.join(ROOT, "docs", "figures")
@@ -125,7 +126,7 @@ def flow_cells(dim: int, seeds: int, progress: bool):
     ok = label != LABELS.index("failed")
     n_ok = ok.sum(-1)
     collapsed = (ok & (label != LABELS.index("covered"))).sum(-1)
-    lo, hi = wilson(collapsed, n_ok)
+    lo, hi = wilson_interval(collapsed, n_ok)
     frac = lambda name: ((label == LABELS.index(name)).sum(-1) / np.maximum(n_ok, 1)).tolist()  # noqa: E731
     cells = {
         "seeds": seeds,

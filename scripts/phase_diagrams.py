@@ -147,9 +147,9 @@ def validate(name: str, theory_seeds: int, full_seeds: int, work: str) -> list[d
 
 
 def _wilson_from(p: float, n: int):
-    from modecollapse._experiments._sweep import wilson
+    from modecollapse.metrics import wilson_interval
 
-    lo, hi = wilson(np.array(round(p * n)), np.array(n))
+    lo, hi = wilson_interval(np.array(round(p * n)), np.array(n))
     return [float(lo), float(hi)]
 
 

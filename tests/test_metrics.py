@@ -131,3 +131,76 @@ def test_run_flow_ends_covered_with_default_experiment():
         traj, mc.TargetStatistics.from_target(problem.target), 64, jr.key(0)
     )
     assert metrics.LABELS[int(out.label)] == "covered"
+
+
+def test_labels_come_from_one_enumeration():
+    """`LABELS` is derived from `Label`: each name's index is the label its item stores."""
+    assert len(metrics.LABELS) == len(metrics.Label) and "failed" in metrics.LABELS
+    for i, name in enumerate(metrics.LABELS):
+        item = getattr(metrics.Label, name)
+        assert int(metrics.label_index(item)) == i
+        assert metrics.Label[item]  # every label has a description
+    # traced: Label.where picks the item, label_index gives its stored integer
+    pick = jax.jit(
+        lambda c: metrics.label_index(
+            metrics.Label.where(c, metrics.Label.covered, metrics.Label.failed)
+        )
+    )
+    assert [metrics.LABELS[int(pick(c))] for c in (True, False)] == ["covered", "failed"]
+
+
+def test_outcome_fields_match_a_computed_outcome(getkey):
+    """The sweep's storage layout (`outcome_fields`) is the `Outcome` computed, field by field."""
+    p = _target((0.7, 0.3))
+    out = _outcome(_trajectory(jnp.stack([p.means] * 2), [[0.7, 0.3]] * 2, p), p, getkey())
+    fields = metrics.outcome_fields()
+    assert [f.name for f in fields] == list(vars(out))
+    for f in fields:
+        value = np.asarray(getattr(out, f.name))
+        assert value.shape == ((2,) if f.per_mode else ()), f.name
+        assert np.can_cast(value.dtype, f.dtype, "same_kind"), (f.name, value.dtype, f.dtype)
+    missing = {f.name: f.missing for f in fields}
+    assert missing["label"] == metrics.LABELS.index("failed") and missing["status"] == 1
+    assert set(out.to_dict()) == {f.name for f in fields if f.json}
+
+
+def test_failure_test_is_one_for_every_saved_field(getkey):
+    """`Trajectory.solved`, `Trajectory.failure` and the `failed` label agree on every saved field
+    (before, a non-finite saved objective was failed for `failure` but labelled by the metrics)."""
+    p = _target()
+    good = _trajectory(jnp.stack([p.means] * 2), [[0.5, 0.5]] * 2, p)
+    assert bool(good.solved()) and good.failure() is None
+    assert metrics.LABELS[int(_outcome(good, p, getkey()).label)] == "covered"
+    for name in ("R", "Q", "weights", "scale", "objective"):
+        value = getattr(good, name)
+        bad = mc.Trajectory(**{**good.__dict__, name: value.at[(-1,) * value.ndim].set(jnp.inf)})
+        out = _outcome(bad, p, getkey())
+        assert not bool(bad.solved()) and f"`{name}`" in bad.failure(), name
+        assert metrics.LABELS[int(out.label)] == "failed" and int(out.status) == 1, name
+    stopped = mc.Trajectory(**{**good.__dict__, "result": dfx.RESULTS.max_steps_reached})
+    assert not bool(stopped.solved()) and stopped.failure() is not None
+    assert int(_outcome(stopped, p, getkey()).status) == 1
+
+
+def test_wilson_interval_known_values():
+    lo, hi = metrics.wilson_interval(np.array([0, 5, 10]), np.array([10, 10, 10]))
+    np.testing.assert_allclose(lo, [0.0, 0.2366, 0.7225], atol=1e-4)
+    np.testing.assert_allclose(hi, [0.2775, 0.7634, 1.0], atol=1e-4)
+
+
+def test_wilson_interval_solves_the_score_equation_on_both_array_kinds():
+    """Each end p solves (k/n − p)² = z² p(1 − p)/n (the Wilson score equation, eq. (C7)) unless
+    clipped; NumPy and JAX inputs (also traced) give the same interval; n = 0 gives NaN."""
+    k, n, z = np.array([1, 3, 7, 20, 0]), np.array([4, 10, 50, 20, 0]), 1.96
+    lo, hi = metrics.wilson_interval(k, n, z)
+    assert isinstance(lo, np.ndarray) and lo.dtype == np.float64
+    p_hat = k[:4] / n[:4]
+    for end in (lo[:4], hi[:4]):
+        interior = (end > 0) & (end < 1)
+        lhs = (p_hat - end) ** 2
+        rhs = z**2 * end * (1 - end) / n[:4]
+        np.testing.assert_allclose(lhs[interior], rhs[interior], rtol=1e-10)
+    assert lo[0] < p_hat[0] < hi[0] and np.isnan(lo[4]) and np.isnan(hi[4])
+    jlo, jhi = jax.jit(metrics.wilson_interval)(jnp.asarray(k), jnp.asarray(n))
+    np.testing.assert_allclose(jlo, lo, rtol=1e-12)
+    np.testing.assert_allclose(jhi, hi, rtol=1e-12)

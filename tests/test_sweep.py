@@ -6,13 +6,24 @@ import sys
 import time
 import tomllib
 
+import jax
+import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
 from scipy.io import netcdf_file
 
+import modecollapse as mc
 from modecollapse._cli import main
-from modecollapse._experiments._config import DEFAULT_TOML
-from modecollapse._experiments._sweep import plan_sweep, run_sweep, wilson
+from modecollapse._experiments._config import DEFAULT_TOML, ConfigError
+from modecollapse._experiments._sweep import (
+    SweepTimeout,
+    plan_sweep,
+    redraw_means,
+    run_sweep,
+    write_netcdf,
+)
+from modecollapse.metrics import outcome_fields
 
 BASE = (
     DEFAULT_TOML.replace("dim = 64", "dim = 16")
@@ -170,10 +181,86 @@ def test_existing_checkpoint_needs_resume(tmp_path, capsys):
     assert e.value.code == 2 and "--resume" in capsys.readouterr().err
 
 
-def test_wilson_interval_known_values():
-    lo, hi = wilson(np.array([0, 5, 10]), np.array([10, 10, 10]))
-    np.testing.assert_allclose(lo, [0.0, 0.2366, 0.7225], atol=1e-4)
-    np.testing.assert_allclose(hi, [0.2775, 0.7634, 1.0], atol=1e-4)
+TINY = _sweep_toml('"variational.init.norm" = [0.5]', 2, 1)  # two chunks of one trajectory
+
+
+@pytest.fixture(scope="module")
+def first_of_two_processes(tmp_path_factory):
+    """Process 0 of a (simulated) 2-process sweep whose process 1 never runs: it does its chunk,
+    writes checkpoint-0-of-2.npz, then waits for process 1 until `merge_timeout`."""
+    out = tmp_path_factory.mktemp("two") / "out"
+    plan = plan_sweep(tomllib.loads(TINY), "theory")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jax, "process_count", lambda: 2)
+        mp.setattr(jax, "process_index", lambda: 0)
+        start = time.perf_counter()
+        with pytest.raises(SweepTimeout) as e:
+            run_sweep(plan, str(out), merge_timeout=0.5)
+        waited = time.perf_counter() - start
+    return plan, out, str(e.value), waited
+
+
+def test_merge_timeout_is_configurable_and_says_who_is_missing(first_of_two_processes):
+    _, out, message, waited = first_of_two_processes
+    assert sorted(os.listdir(out)) == ["checkpoint-0-of-2.npz"]
+    assert "`merge_timeout`" in message and "process 1 of 2" in message, message
+    assert "0 of 1 trajectories" in message and "\n" not in message, message
+    assert waited < 60, waited  # compile + one trajectory + 0.5 s, not the 24 h default
+
+
+def test_resume_with_another_process_count_is_refused(first_of_two_processes):
+    """Fault 4: resuming a 2-process checkpoint with one process used to start from scratch."""
+    plan, out, _, _ = first_of_two_processes
+    with pytest.raises(ConfigError) as e:
+        run_sweep(plan, str(out), resume=True)  # this test runs as 1 process
+    message = str(e.value)
+    assert message.startswith("`--resume`:") and "checkpoint-0-of-2.npz" in message, message
+    assert "this run has 1" in message and "--num-processes 2" in message, message
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(plan, str(out))  # nor is a fresh run in that folder
+    assert sorted(os.listdir(out)) == ["checkpoint-0-of-2.npz"]  # nothing was written
+
+
+def test_list_valued_parameter_is_a_labelled_coordinate(tmp_path):
+    """Fault 9: `target.weights` values are a coordinate xarray shows and selects by, not 0, 1."""
+    import xarray as xr
+
+    weights = [[0.5, 0.5], [0.7, 0.3]]
+    text = _sweep_toml(
+        f'"target.weights" = {json.dumps(weights)}, "annealing.beta0" = [0.2, 1.0]', 2, 8
+    )
+    plan = plan_sweep(tomllib.loads(text), "theory")
+    results = run_sweep(plan, str(tmp_path))
+    assert set(results) == {f.name for f in outcome_fields()} | {
+        "num_steps",
+        "completed",
+        "solve_seconds",
+    }
+    write_netcdf(str(tmp_path / "results.nc"), plan, results)
+    with xr.open_dataset(tmp_path / "results.nc") as ds:
+        assert list(ds["target_weights"].values) == [json.dumps(w) for w in weights]
+        assert "target_weights_values" in ds.coords and "target_weights" in ds.indexes
+        np.testing.assert_array_equal(ds["target_weights_values"].values, weights)
+        np.testing.assert_array_equal(ds["annealing_beta0"].values, [0.2, 1.0])
+        label = results["label"].reshape(2, 2, 2)
+        np.testing.assert_array_equal(ds["label"].sel(target_weights="[0.7, 0.3]").values, label[1])
+        row = ds["target_weights_values"].sel(target_weights="[0.7, 0.3]").values
+        np.testing.assert_array_equal(row, weights[1])
+        assert set(ds.data_vars) == {f.name for f in outcome_fields()} | {"num_steps"}
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_redraw_means_keeps_the_family_dtype(dtype):
+    """The full route's random initial means keep the family's dtype (float32 under x64 too)."""
+    d, norm = 4096, 3.0
+    family = mc.IsotropicMixture(jnp.zeros((2, d)), jnp.zeros(2), jnp.zeros(()))
+    family = jax.tree.map(lambda x: x.astype(dtype), family)
+    q = redraw_means(family, jr.key(0), norm)
+    assert {x.dtype for x in jax.tree.leaves(q)} == {jnp.dtype(dtype)}
+    assert q.means.shape == (2, d)
+    np.testing.assert_array_equal(q.logits, family.logits)
+    # |m_k|² = norm² χ²_d / d: mean norm² with sd norm² √(2/d) ≈ 0.02·norm²
+    np.testing.assert_allclose(jnp.sum(q.means**2, axis=1), norm**2, rtol=0.1)
 
 
 def test_two_processes_with_jax_distributed(tmp_path, single_process_small):

@@ -1,7 +1,6 @@
 """From a validated `Experiment` to models, solves and the result record."""
 
 import dataclasses
-import time
 from typing import Any
 
 import jax
@@ -30,6 +29,7 @@ from .._estimators._estimators import (
 from .._mixtures import GaussianMixture, IsotropicMixture
 from .._summary import GramState, TargetStatistics, Trajectory
 from ._config import ConfigError, Experiment, SimulationConfig
+from ._io import timed
 
 _PSD_TOL = 1e-9
 
@@ -237,19 +237,10 @@ def _checked(traj: Trajectory, route: str, exp: Experiment) -> Trajectory:
     return traj
 
 
-def _timed(fn, *args, **kwargs) -> tuple[Any, dict[str, float]]:
-    """Compile ahead of time, then solve: the two wall times are reported separately."""
-    start = time.perf_counter()
-    compiled = fn.lower(*args, **kwargs).compile()
-    mid = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args, **kwargs))
-    return out, {"compile": mid - start, "solve": time.perf_counter() - mid}
-
-
 def run_theory(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict[str, float]]:
     """Solve the theory ODE; returns the trajectory and wall seconds {compile, solve}."""
     exp = problem.experiment
-    traj, seconds = _timed(
+    traj, seconds = timed(
         solve_theory,
         GramState.from_models(problem.family, problem.target),
         TargetStatistics.from_target(problem.target),
@@ -265,7 +256,7 @@ def run_theory(problem: Problem, progress: bool = False) -> tuple[Trajectory, di
 def run_full(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict[str, float]]:
     """Solve the full d-dimensional flow; returns the trajectory and wall seconds."""
     exp = problem.experiment
-    traj, seconds = _timed(
+    traj, seconds = timed(
         solve_full,
         problem.family,
         problem.target,

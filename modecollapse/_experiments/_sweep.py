@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from typing import Any
@@ -21,19 +22,29 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import PRNGKeyArray
 
 from .._dynamics._full import solve_full
 from .._dynamics._initial import initial_state
 from .._dynamics._theory import solve_theory
-from .._metrics import LABELS, Outcome, Thresholds, trajectory_outcome
+from .._metrics import (
+    LABELS,
+    Label,
+    Outcome,
+    Thresholds,
+    label_index,
+    outcome_fields,
+    trajectory_outcome,
+    wilson_interval,
+)
 from .._mixtures import IsotropicMixture
 from .._summary import GramState, TargetStatistics
 from ._config import ConfigError, Experiment, parse_experiment
 from ._problem import build_problem, make_estimator, solver_options
 
 ROUTES = ("theory", "full")
-FIELDS = ("masses", "n_covered", "covered", "emc", "mode_score", "kl", "label", "status")
 _CHECKPOINT = "checkpoint.npz"
+_CHECKPOINT_NAME = re.compile(r"checkpoint(?:-(\d+)-of-(\d+))?\.npz")
 _METRIC_SAMPLES = 2048
 
 
@@ -192,15 +203,36 @@ def _full_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
         init_key, metric_key, particle_key = jr.split(key, 3)
         family = problem.family
         if exp.variational.init["kind"] == "random":
-            K, d = family.means.shape
-            means = exp.variational.init["norm"] * jr.normal(init_key, (K, d)) / math.sqrt(d)
-            family = IsotropicMixture(means, family.logits, family.log_scale)
+            family = redraw_means(family, init_key, exp.variational.init["norm"])
         estimator = make_estimator(exp.simulation, particle_key)
         rates = jax.tree.map(jnp.asarray, problem.rates)
         specs.append(
             (family, problem.target, problem.schedule, rates, estimator, problem.ts, metric_key)
         )
     return _stack(specs)
+
+
+def redraw_means(family: IsotropicMixture, key: PRNGKeyArray, norm: float) -> IsotropicMixture:
+    """The family with i.i.d. random means m_k ~ N(0, (norm²/d) I_d), so |m_k| ≈ norm: the
+    full route's random initialisation (docs/theory.md, §10). Keeps the family's dtype (float32
+    stays float32 under x64); weights and scale are unchanged.
+
+    **Arguments:**
+
+    - `family`: the variational family (its means are replaced).
+    - `key`: PRNG key of the means.
+    - `norm`: the expected norm of each mean.
+
+    **Returns:** an `IsotropicMixture` of the same shapes and dtypes.
+
+    **Example:**
+    ```python
+    q = redraw_means(problem.family, jr.key(0), 4.0)
+    ```
+    """
+    K, d = family.means.shape
+    means = norm * jr.normal(key, (K, d), family.means.dtype) / math.sqrt(d)
+    return eqx.tree_at(lambda f: f.means, family, means)
 
 
 def _concatenate(parts: list[Any]) -> Any:
@@ -270,19 +302,15 @@ def _pad(indices: np.ndarray, width: int) -> np.ndarray:
 
 
 def _empty_results(plan: SweepPlan) -> dict[str, np.ndarray]:
+    """Every `Outcome` field (as `outcome_fields` stores it), then the sweep's own bookkeeping."""
     n, J = plan.total, len(plan.base.target.weights)
-    return {
-        "masses": np.full((n, J), np.nan),
-        "n_covered": np.zeros(n, np.int32),
-        "covered": np.zeros(n, np.int8),
-        "emc": np.full(n, np.nan),
-        "mode_score": np.full(n, np.nan),
-        "kl": np.full(n, np.nan),
-        "label": np.full(n, LABELS.index("failed"), np.int32),
-        "status": np.ones(n, np.int32),
-        "num_steps": np.zeros(n, np.int32),
-        "completed": np.zeros(n, bool),
+    results = {
+        f.name: np.full((n, J) if f.per_mode else (n,), f.missing, f.dtype)
+        for f in outcome_fields()
     }
+    results["num_steps"] = np.zeros(n, np.int32)
+    results["completed"] = np.zeros(n, bool)
+    return results
 
 
 def _save_checkpoint(path: str, results: dict, plan: SweepPlan, seconds: float):
@@ -312,6 +340,7 @@ def run_sweep(
     progress: bool = False,
     thresholds: Thresholds = Thresholds(),
     stop_after_chunks: int | None = None,
+    merge_timeout: float = 24 * 3600.0,
 ) -> dict[str, np.ndarray]:
     """Run (or resume) a sweep, checkpointing atomically after every chunk.
 
@@ -323,6 +352,11 @@ def run_sweep(
     - `progress`: show a progress bar.
     - `thresholds`: the classifier's thresholds.
     - `stop_after_chunks`: stop early (for tests of resumption).
+    - `merge_timeout`: on process 0 of a multi-process sweep, how many seconds to wait for the
+      other processes' checkpoints to be complete (default 24 h); then a `SweepTimeout`.
+
+    Resuming needs the checkpoint of this run's process layout: a folder whose checkpoints were
+    written by another number of processes is refused with a `ConfigError` that says so.
 
     **Returns:** the per-trajectory results, flat over (grid..., seed), plus `solve_seconds`.
 
@@ -340,10 +374,19 @@ def run_sweep(
     os.makedirs(out_dir, exist_ok=True)
     pid, nproc = jax.process_index(), jax.process_count()
     path = _checkpoint_path(out_dir, pid, nproc)
-    if os.path.exists(path) and not resume:
+    found = _checkpoint_layouts(out_dir)
+    if not resume and (os.path.exists(path) or set(found) - {nproc}):
         raise ConfigError(
             f"`--out`: {out_dir!r} holds a sweep checkpoint; pass --resume to continue it, or "
             "choose another folder."
+        )
+    if resume and found and nproc not in found:
+        names = ", ".join(sorted(n for names in found.values() for n in names))
+        layouts = " or ".join(str(n) for n in sorted(found))
+        raise ConfigError(
+            f"`--resume`: {out_dir!r} holds the checkpoint of a sweep run by {layouts} "
+            f"process(es) ({names}), but this run has {nproc}; resume with --num-processes "
+            f"{min(found)}, or choose another --out."
         )
     results, seconds = _empty_results(plan), 0.0
     if resume and os.path.exists(path):
@@ -376,15 +419,15 @@ def run_sweep(
         seconds += time.perf_counter() - t0
         outcome: Outcome
         n = len(indices)
-        for field in FIELDS:
-            results[field][indices] = np.asarray(getattr(outcome, field))[:n]
+        for field in outcome_fields():
+            results[field.name][indices] = np.asarray(getattr(outcome, field.name))[:n]
         results["num_steps"][indices] = np.asarray(steps)[:n]
         results["completed"][indices] = True
         _save_checkpoint(path, results, plan, seconds)
         bar.update(n)
     bar.close()
     if nproc > 1 and pid == 0 and stop_after_chunks is None:
-        results, seconds = _merge_processes(out_dir, plan, nproc, results, seconds)
+        results, seconds = _merge_processes(out_dir, plan, nproc, results, seconds, merge_timeout)
     results["solve_seconds"] = np.asarray(seconds)
     return results
 
@@ -394,7 +437,21 @@ def _checkpoint_path(out_dir: str, pid: int, nproc: int) -> str:
     return os.path.join(out_dir, name)
 
 
-def _merge_processes(out_dir, plan, nproc, results, seconds, timeout=24 * 3600.0):
+def _checkpoint_layouts(out_dir: str) -> dict[int, list[str]]:
+    """The checkpoints in `out_dir` by the number of processes that wrote them."""
+    found: dict[int, list[str]] = {}
+    for name in os.listdir(out_dir):
+        match = _CHECKPOINT_NAME.fullmatch(name)
+        if match:
+            found.setdefault(int(match.group(2) or 1), []).append(name)
+    return found
+
+
+class SweepTimeout(RuntimeError):
+    """Process 0 of a multi-process sweep gave up waiting for another process's checkpoint."""
+
+
+def _merge_processes(out_dir, plan, nproc, results, seconds, timeout):
     """Process 0 waits for every other process's checkpoint to be complete, then merges them."""
     deadline = time.time() + timeout
     for pid in range(1, nproc):
@@ -404,43 +461,39 @@ def _merge_processes(out_dir, plan, nproc, results, seconds, timeout=24 * 3600.0
         for s in starts:
             mask[s : s + plan.chunk] = True
         while True:
+            done = 0
             if os.path.exists(path):
                 other, other_seconds = _load_checkpoint(path, plan)
-                if other["completed"][mask].all():
+                done = int(other["completed"][mask].sum())
+                if done == mask.sum():
                     break
             if time.time() > deadline:
-                raise RuntimeError(f"process {pid} did not finish its part of the sweep in time")
-            time.sleep(1.0)
+                raise SweepTimeout(
+                    f"`merge_timeout`: process {pid} of {nproc} did not finish its part of the "
+                    f"sweep within {timeout:g} s ({done} of {int(mask.sum())} trajectories in "
+                    f"{os.path.basename(path)}); rerun its process with --resume, then process 0 "
+                    "with --resume, or raise the timeout."
+                )
+            time.sleep(min(1.0, max(timeout / 10, 0.01)))
         for key in results:
             results[key][mask] = other[key][mask]
         seconds = max(seconds, other_seconds)
     return results, seconds
 
 
-def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for k successes out of n (95% by default; eq. (C7))."""
-    k, n = np.asarray(k, float), np.asarray(n, float)
-    safe = np.maximum(n, 1)
-    p = k / safe
-    denom = 1 + z**2 / safe
-    centre = (p + z**2 / (2 * safe)) / denom
-    half = z * np.sqrt(p * (1 - p) / safe + z**2 / (4 * safe**2)) / denom
-    lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
-    return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
-
-
 def summarise(plan: SweepPlan, results: dict[str, np.ndarray]) -> dict[str, Any]:
     """summary.json: P(collapse) with Wilson intervals over the grid, label counts, throughput."""
     shape = plan.shape + (plan.seeds,)
     label = results["label"].reshape(shape)
-    ok = label != LABELS.index("failed")
+    ok = label != label_index(Label.failed)
     n_ok = ok.sum(-1)
-    collapsed = (ok & (label != LABELS.index("covered"))).sum(-1)
+    collapsed = (ok & (label != label_index(Label.covered))).sum(-1)
     p = np.where(n_ok > 0, collapsed / np.maximum(n_ok, 1), np.nan)
-    lo, hi = wilson(collapsed, n_ok)
+    lo, hi = wilson_interval(collapsed, n_ok)
     per_label = {
         name: np.where(n_ok > 0, (label == i).sum(-1) / np.maximum(n_ok, 1), np.nan)
-        for i, name in enumerate(LABELS[:-1])
+        for i, name in enumerate(LABELS)
+        if i != label_index(Label.failed)
     }
     seconds = float(results["solve_seconds"])
     return {
@@ -473,9 +526,73 @@ def _dim_name(name: str) -> str:
     return name.replace(".", "_")
 
 
+def _value_label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _numeric_rows(values: tuple[Any, ...]) -> np.ndarray | None:
+    """The swept values as a (n, L) float array if each is a list of L numbers, else None."""
+    rows = [v for v in values if isinstance(v, list | tuple)]
+    if len(rows) != len(values) or len({len(r) for r in rows}) != 1:
+        return None
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for r in rows for x in r):
+        return None
+    return np.asarray(rows, float)
+
+
+def _write_coordinate(f, name: str, dim: str, values: tuple[Any, ...]) -> list[str]:
+    """The coordinate of one swept parameter; returns the names of its auxiliary coordinates.
+
+    Numbers give a float coordinate. Other values (lists, strings, booleans) give a string
+    coordinate of their TOML/JSON spellings ("[0.5, 0.5]"), which xarray decodes and shows; lists
+    of L numbers also give the 2-D float coordinate `<dim>_values` over (dim, `<dim>_item`).
+    """
+    f.createDimension(dim, len(values))
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        var = f.createVariable(dim, "d", (dim,))
+        var[:] = np.asarray(values, float)
+    else:
+        labels = [_value_label(v).encode() for v in values]
+        width = max(1, *(len(b) for b in labels))
+        f.createDimension(f"{dim}_strlen", width)
+        var = f.createVariable(dim, "c", (dim, f"{dim}_strlen"))
+        var[:] = np.array([list(b.ljust(width, b"\0")) for b in labels], "u1").view("S1")
+        var._Encoding = "utf-8"
+    var.parameter = name
+    var.values = json.dumps(list(values))
+    rows = _numeric_rows(values)
+    if rows is None:
+        return []
+    f.createDimension(f"{dim}_item", rows.shape[1])
+    aux = f.createVariable(f"{dim}_values", "d", (dim, f"{dim}_item"))
+    aux[:] = rows
+    aux.parameter = name
+    aux.long_name = f"{name} (the swept values)"
+    return [f"{dim}_values"]
+
+
 def write_netcdf(path: str, plan: SweepPlan, results: dict[str, np.ndarray]) -> None:
-    """results.nc (netCDF-3, readable by xarray/netCDF4): one variable per outcome field over
-    (grid parameters..., seed[, mode]); labels carry CF `flag_values`/`flag_meanings`."""
+    """Write results.nc (netCDF-3 via scipy; xarray reads it): one variable per `Outcome` field.
+
+    Each variable spans (grid parameters..., seed[, mode]). Every swept parameter is a labelled
+    coordinate: numbers as floats, other values as strings such as "[0.5, 0.5]", with lists of
+    numbers also as a 2-D `<name>_values` coordinate. `label` carries CF `flag_values` and
+    `flag_meanings` (`LABELS`).
+
+    **Arguments:**
+
+    - `path`: the file to write (atomically).
+    - `plan`: from `plan_sweep`.
+    - `results`: from `run_sweep`.
+
+    **Returns:** None.
+
+    **Example:**
+    ```python
+    write_netcdf("out/results.nc", plan, run_sweep(plan, "out/"))
+    xarray.open_dataset("out/results.nc").label
+    ```
+    """
     from scipy.io import netcdf_file
 
     dims = tuple(_dim_name(n) for n in plan.names) + ("seed",)
@@ -487,32 +604,20 @@ def write_netcdf(path: str, plan: SweepPlan, results: dict[str, np.ndarray]) -> 
         f.title = "modecollapse sweep"
         f.route = plan.route
         f.config = json.dumps(plan.base.to_dict())
+        aux = []
         for name, dim, values in zip(plan.names, dims, plan.values):
-            f.createDimension(dim, len(values))
-            numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-            var = f.createVariable(dim, "d" if numeric else "i", (dim,))
-            var[:] = np.asarray(values, float) if numeric else np.arange(len(values))
-            var.parameter = name
-            var.values = json.dumps(list(values))
+            aux += _write_coordinate(f, name, dim, values)
         f.createDimension("seed", plan.seeds)
         f.createVariable("seed", "i", ("seed",))[:] = np.arange(plan.seeds)
         f.createDimension("mode", J)
         f.createVariable("mode", "i", ("mode",))[:] = np.arange(1, J + 1)
-        kinds = {
-            "masses": "d",
-            "n_covered": "i",
-            "covered": "b",
-            "emc": "d",
-            "mode_score": "d",
-            "kl": "d",
-            "label": "i",
-            "status": "i",
-            "num_steps": "i",
-        }
-        for field, kind in kinds.items():
-            extra = ("mode",) if field == "masses" else ()
-            var = f.createVariable(field, kind, dims + extra)
+        per_mode = {o.name: o.per_mode for o in outcome_fields()} | {"num_steps": False}
+        for field, mode in per_mode.items():
+            extra = ("mode",) if mode else ()
+            var = f.createVariable(field, results[field].dtype, dims + extra)
             var[:] = results[field].reshape(shape + ((J,) if extra else ()))
+            if aux:
+                var.coordinates = " ".join(aux)
         f.variables["label"].flag_values = np.arange(len(LABELS), dtype=np.int32)
         f.variables["label"].flag_meanings = " ".join(LABELS)
         f.variables["status"].flag_meanings = "0: solved, 1: failed (max steps or non-finite)"

@@ -16,6 +16,7 @@ import numpy as np
 from jax.scipy.special import ndtr, ndtri
 from jaxtyping import Array, ArrayLike, Float
 
+from .._metrics import wilson_interval
 from .._mixtures import GaussianMixture
 from ._realnvp import RealNVP
 
@@ -173,13 +174,6 @@ def tv_threshold(
     return float(grid[np.nonzero(bounds <= tv)[0][0]])
 
 
-def _wilson_lower(k: Array, n: int, z: float = 1.96) -> Array:
-    p = k / n
-    centre = p + z**2 / (2 * n)
-    half = z * jnp.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    return jnp.maximum(centre - half, 0.0) / (1 + z**2 / n)
-
-
 def required_lipschitz(
     x: Float[Array, "n d"], target: GaussianMixture, n_delta: int = 256
 ) -> Float[Array, ""]:
@@ -208,8 +202,8 @@ def required_lipschitz(
         e, mid, _ = _pair_geometry(target, *pair)
         u = (x - mid) @ e
         deltas = _separations(target, pair, n_delta)
-        qa = _wilson_lower(jnp.sum(u[None, :] >= deltas[:, None] / 2, axis=1), n)
-        qb = _wilson_lower(jnp.sum(u[None, :] <= -deltas[:, None] / 2, axis=1), n)
+        qa = wilson_interval(jnp.sum(u[None, :] >= deltas[:, None] / 2, axis=1), n)[0]
+        qb = wilson_interval(jnp.sum(u[None, :] <= -deltas[:, None] / 2, axis=1), n)[0]
         denom = -ndtri(qa) - ndtri(qb)
         best = jnp.maximum(best, jnp.max(jnp.where(denom > 0, deltas / denom, 0.0)))
     return best

@@ -29,12 +29,15 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from .._annealing._schedules import AbstractSchedule
 from .._metrics import (
     LABELS,
+    Label,
     Thresholds,
+    label_index,
     sample_entropic_mode_coverage,
     sample_mode_masses,
     sample_mode_score as _sample_mode_score,
 )
 from .._mixtures import GaussianMixture
+from .._summary import all_finite
 from ._pushforward import lipschitz_lower, lipschitz_upper, tv_estimate
 from ._realnvp import RealNVP
 
@@ -183,10 +186,13 @@ def classify_flow(
     was_covered = jnp.any(above & late, axis=0)
     n_missed = jnp.sum(missed)
     n_never = jnp.sum(missed & ~was_covered)
-    label = jnp.where(
-        n_missed == 0, 0, jnp.where(n_never == n_missed, 1, jnp.where(n_never == 0, 2, 3))
+    missed_label = Label.where(
+        n_never == n_missed,
+        Label.mean_alignment,
+        Label.where(n_never == 0, Label.vanishing_weight, Label.other),
     )
-    return jnp.where(finite, label, LABELS.index("failed")).astype(jnp.int32)
+    label = Label.where(n_missed == 0, Label.covered, missed_label)
+    return label_index(Label.where(finite, label, Label.failed))
 
 
 def _chi_quantile(dim: int, tail: float) -> float:
@@ -344,11 +350,7 @@ def _opt_init(optim, params):
 
 @eqx.filter_jit
 def _labels(masses, loss, kl, times, weights, thresholds, early):
-    finite = (
-        jnp.all(jnp.isfinite(loss), axis=1)
-        & jnp.all(jnp.isfinite(masses), axis=(1, 2))
-        & jnp.isfinite(kl)
-    )
+    finite = all_finite(loss, masses, kl, batch_ndim=1)
     return jax.vmap(lambda m, f: classify_flow(m, times, weights, f, thresholds, early))(
         masses, finite
     )

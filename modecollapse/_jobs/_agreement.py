@@ -36,6 +36,7 @@ from .._dynamics._rates import LearningRates
 from .._dynamics._solve import SolverOptions
 from .._dynamics._theory import solve_theory
 from .._estimators._estimators import FreshParticles
+from .._experiments._io import timed
 from .._mixtures import GaussianMixture, IsotropicMixture
 from .._summary import GramState, TargetStatistics
 
@@ -61,13 +62,6 @@ def _setup(d: int, seeds: int, key):
 
     families, xis = jax.vmap(family)(keys)
     return target, families, xis, keys
-
-
-def _timed(fn, *args):
-    compiled = jax.jit(fn).lower(*args).compile()
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    return out, time.perf_counter() - start
 
 
 def _normalised(traj, d):
@@ -99,9 +93,11 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
         return eqx.filter_vmap(one)(fams, ks)
 
     trajs = {}
-    trajs["full"], out["seconds"]["full"] = _timed(full, families)
+    trajs["full"], seconds = timed(full, families)
+    out["seconds"]["full"] = seconds["solve"]
     sgd_keys = jax.vmap(lambda k: jr.fold_in(k, 1))(keys)
-    trajs["sgd"], out["seconds"]["sgd"] = _timed(sgd, families, sgd_keys)
+    trajs["sgd"], seconds = timed(sgd, families, sgd_keys)
+    out["seconds"]["sgd"] = seconds["solve"]
     states = jax.vmap(lambda f: GramState.from_models(f, target))(families)
 
     def theory(st):
@@ -109,7 +105,8 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
             lambda s: solve_theory(s, stats, SCHEDULE, ts, dim=d, rates=rates, options=OPTIONS)
         )(st)
 
-    trajs["theory"], out["seconds"]["theory"] = _timed(theory, states)
+    trajs["theory"], seconds = timed(theory, states)
+    out["seconds"]["theory"] = seconds["solve"]
     norm_states, norm_target = jax.vmap(lambda s: normalise(s, stats, d))(states)
     norm_target = jax.tree.map(lambda x: x[0], norm_target)
 
@@ -118,7 +115,8 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
             lambda s: solve_limit(s, norm_target, SCHEDULE, ts, rates=RATES, options=OPTIONS)
         )(st)
 
-    trajs["limit"], out["seconds"]["limit"] = _timed(limit, norm_states)
+    trajs["limit"], seconds = timed(limit, norm_states)
+    out["seconds"]["limit"] = seconds["solve"]
     t11 = norm_target.T[0, 0]
     law = jax.vmap(
         lambda xi: GramState(
@@ -128,7 +126,8 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
             log_scale=jnp.zeros(()),
         )
     )(xis)
-    trajs["limit0"], out["seconds"]["limit0"] = _timed(limit, law)
+    trajs["limit0"], seconds = timed(limit, law)
+    out["seconds"]["limit0"] = seconds["solve"]
     for name in ("full", "sgd", "theory"):
         failed = int(np.sum(~np.asarray(trajs[name].result == dfx.RESULTS.successful)))
         if failed:
