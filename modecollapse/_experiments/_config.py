@@ -128,10 +128,19 @@ class AnnealingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SimulationConfig:
+    """`[simulation]`: which routes run and how they are integrated.
+
+    `full` and `estimator` define the experiment and are required. The tuning keys have
+    documented defaults (`SIMULATION_DEFAULTS`): `rtol` 1e-7, `atol` 1e-9 (the PID controller of
+    the adaptive solvers), `solver` "tsit5", `max_steps` 100 000, `particles` 1024, `step` 0.01
+    (the Euler step of the fixed-step `mc-fresh` routes), `chunk` none (one chunk),
+    `quadrature_nodes` none (the rule's default) and `precision` "float64".
+    """
+
     full: bool
     estimator: str
-    rtol: float
-    atol: float
+    rtol: float = 1e-7
+    atol: float = 1e-9
     particles: int = 1024
     step: float = 0.01
     solver: str = "tsit5"
@@ -139,6 +148,10 @@ class SimulationConfig:
     quadrature_nodes: int | None = None
     chunk: int | None = None
     precision: str = "float64"
+
+
+SIMULATION_DEFAULTS = SimulationConfig(full=False, estimator="exact")
+"""The documented defaults of the `[simulation]` tuning keys (`full`, `estimator`: dummies)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,20 +407,21 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
     annealing = AnnealingConfig(akind, **params, scale=scale_coupling)
 
     st = top.table("simulation")
+    d = SIMULATION_DEFAULTS
     simulation = SimulationConfig(
         full=st.boolean("full"),
         estimator=st.string("estimator", ESTIMATORS),
-        rtol=st.number("rtol", low=0.0, low_open=True),
-        atol=st.number("atol", low=0.0, low_open=True),
-        particles=st.integer("particles", 1024, low=1),
-        step=st.number("step", 0.01, low=0.0, low_open=True),
-        solver=st.string("solver", SOLVERS, "tsit5"),
-        max_steps=st.integer("max_steps", 100_000, low=1),
+        rtol=st.number("rtol", d.rtol, low=0.0, low_open=True),
+        atol=st.number("atol", d.atol, low=0.0, low_open=True),
+        particles=st.integer("particles", d.particles, low=1),
+        step=st.number("step", d.step, low=0.0, low_open=True),
+        solver=st.string("solver", SOLVERS, d.solver),
+        max_steps=st.integer("max_steps", d.max_steps, low=1),
         quadrature_nodes=(
             st.integer("quadrature_nodes", low=2) if "quadrature_nodes" in st.data else None
         ),
         chunk=st.integer("chunk", low=1) if "chunk" in st.data else None,
-        precision=st.string("precision", PRECISIONS, "float64"),
+        precision=st.string("precision", PRECISIONS, d.precision),
     )
     st.done()
     sweep = _sweep_table(top.table("sweep")) if "sweep" in data else None
@@ -467,6 +481,160 @@ def _flow_table(ft: _Table) -> FlowConfig:
     return out
 
 
+FIXED_STEP_ESTIMATORS = ("mc-fresh", "mc-fresh-projected")
+"""The estimators whose full flow is integrated by explicit Euler with `simulation.step` (SGD)."""
+
+
+def _beta_range(a: AnnealingConfig, t_end: float) -> tuple[float, float]:
+    """β(0) and max β on [0, t_end] (every schedule increases; eqs. (S1)–(S4))."""
+    if a.kind == "none":
+        return 1.0, 1.0
+    beta0 = float(a.beta0)  # type: ignore[arg-type]
+    if a.kind == "linear":
+        end = beta0 + (1.0 - beta0) * min(1.0, t_end / a.duration)  # type: ignore[operator]
+    elif a.kind == "geometric":
+        end = beta0 ** (1.0 - min(1.0, t_end / a.duration))  # type: ignore[operator]
+    else:
+        end = 1.0 - (1.0 - beta0) * math.exp(-a.rate * t_end)  # type: ignore[operator]
+    return beta0, end
+
+
+def explicit_step_rates(exp: Experiment) -> dict[str, tuple[float, str]]:
+    """Relaxation rates of the full flow's stiff modes, from the config alone (no jax).
+
+    Explicit Euler with step h is stable on a mode of rate λ iff λ·h < 2. Each rate is a
+    diagonal entry Λ_ii ∂²F/∂θ_i² of the preconditioned Hessian Λ^½ H Λ^½ of eq. (F1) under flow
+    (D1). Its largest eigenvalue, the stiffest rate, is at least any diagonal entry, so an
+    accurate diagonal entry is a lower bound on it:
+
+    - `scale`: the O(d) part of eq. (T5) is η_s·d·(1 − β s²/σ²), so ∂²F/∂(log s)² ≈ 2d·β s²/σ²
+      (the d log s entropy of q against the β|x|²/2σ² of log p; the mixture terms are O(1)).
+      It is 2d at the fixed point s² = σ²/β, which the scale reaches within 1/(2η_s d) (less
+      than a step whenever the step is unstable), and 2d·β(0)s(0)²/σ² at the start:
+      λ_s = 2·η_s·d·max(1, β(0)s(0)²/σ²), a lower bound up to O(1/d) (tests/test_config.py
+      checks it against the autodiff Hessian). Absent when the scale is frozen or adiabatic.
+    - `means`: ∇²_{m_k}F ≈ w_k·β/σ² (eq. (T1) with s² = σ²/β, separated components), so
+      λ_m = η_m·w_max·β_max/σ², with β_max = β(t_end) and w_max = 1 if the weights are trained
+      (a collapsed component holds all the mass) or the largest weight if they are frozen.
+      Overlapping components have smaller curvature, so this is the largest value along a run.
+    - `weights`: for separated components the entropy part Σ w log w of F has the logit Hessian
+      diag(w) − wwᵀ (eq. (T3)), whose largest diagonal entry at the initial weights gives
+      λ_a = η_a·max_k w_k(1 − w_k). Overlapping components have less; the energy differences
+      between components add terms the config does not bound.
+
+    The scale rate is O(d) and is the one that matters at large d; the others are O(η).
+
+    **Arguments:**
+
+    - `exp`: a validated experiment (its `dim` is the one the flow runs at).
+
+    **Returns:** `{mode: (rate, formula)}` for each trained mode; the formula is for messages.
+
+    **Example:**
+    ```python
+    rates = explicit_step_rates(load_experiment(None))
+    rates["scale"]  # (1.28, "2·η_s·d"): η_s = 0.01, d = 64
+    ```
+    """
+    v, a = exp.variational, exp.annealing
+    eta = v.learning_rates
+    beta0, beta_max = _beta_range(a, exp.t_end)
+    sigma2 = exp.target.scale**2
+    out: dict[str, tuple[float, str]] = {}
+    if eta["scale"] > 0 and a.scale != "adiabatic":
+        start = beta0 * v.scale**2 / sigma2
+        formula = "2·η_s·d" if start <= 1.0 else "2·η_s·d·β(0)s(0)²/σ²"
+        out["scale"] = (2.0 * eta["scale"] * exp.dim * max(1.0, start), formula)
+    if eta["means"] > 0:
+        w_max = 1.0 if eta["weights"] > 0 else max(v.weights)
+        out["means"] = (eta["means"] * w_max * beta_max / sigma2, "η_m·w_max·β_max/σ²")
+    if eta["weights"] > 0 and v.components > 1:
+        out["weights"] = (eta["weights"] * max(w * (1 - w) for w in v.weights), "η_a·w(1 − w)")
+    return out
+
+
+_RATE_KEYS = {
+    "scale": "variational.learning_rates.scale",
+    "means": "variational.learning_rates.means",
+    "weights": "variational.learning_rates.weights",
+}
+
+
+def check_explicit_step(exp: Experiment) -> None:
+    """Refuse a fixed explicit step beyond the Euler limit of a mode (before anything compiles).
+
+    Applies when the full flow runs with a fixed-step estimator (`FIXED_STEP_ESTIMATORS`): Euler
+    with step h diverges on a mode of rate λ once λ·h ≥ 2 (rates: `explicit_step_rates`).
+
+    **Arguments:**
+
+    - `exp`: a validated experiment, at the dimension the full flow runs at.
+
+    **Returns:** None; raises `ConfigError` naming `simulation.step`, the mode and its rate, with
+    a stable step (1/λ) and, for the scale, the η_s ∝ 1/d that makes the given step stable.
+
+    **Example:**
+    ```python
+    check_explicit_step(load_experiment(None))  # exact estimator: adaptive, nothing to check
+    ```
+    """
+    sim = exp.simulation
+    if sim.estimator not in FIXED_STEP_ESTIMATORS:
+        return
+    rates = explicit_step_rates(exp)
+    if not rates:
+        return
+    mode = max(rates, key=lambda m: rates[m][0])
+    rate, formula = rates[mode]
+    if rate * sim.step < 2.0:
+        return
+    eta = exp.variational.learning_rates[mode]
+    fix = f"use `simulation.step` <= {1.0 / rate:.3g} (1/rate)"
+    if mode == "scale":
+        fix += (
+            f" or `{_RATE_KEYS[mode]}` <= {eta / (rate * sim.step):.3g} "
+            f"(η_s ∝ 1/d, so that rate·step = 1)"
+        )
+    else:
+        fix += f" or a smaller `{_RATE_KEYS[mode]}`"
+    raise ConfigError(
+        f"`simulation.step`: {sim.step:g} is beyond the explicit Euler limit of the {mode} mode "
+        f"at dim = {exp.dim}: rate {formula} = {rate:.3g}, and Euler is stable only for "
+        f"rate·step < 2 (here {rate * sim.step:.3g}); {fix}."
+    )
+
+
+def check_formula_inputs(exp: Experiment) -> None:
+    """Check what the collapse formula (eqs. (P1)–(P6)) checks at run time, before it compiles.
+
+    The formula's own `eqx.error_if` checks (ρ in (0, 1), c > 0, d ≥ 2) stay as the library's
+    guard; this names the experiment key instead of the formula argument.
+
+    **Arguments:**
+
+    - `exp`: a parsed experiment (that `formula_arguments` accepts).
+
+    **Returns:** None; raises `ConfigError` naming the key.
+
+    **Example:**
+    ```python
+    check_formula_inputs(load_experiment(None))
+    ```
+    """
+    if exp.dim < 2:
+        raise ConfigError(f"`dim`: the collapse formula needs dim >= 2, got {exp.dim}.")
+    init = exp.variational.init
+    if init["kind"] == "random" and not init["norm"] > 0:
+        raise ConfigError(
+            f"`variational.init.norm`: the collapse formula needs a norm > 0, got {init['norm']:g}."
+        )
+    for w in exp.target.weights:
+        if not 0.0 < w < 1.0:
+            raise ConfigError(
+                f"`target.weights`: the collapse formula needs weights in (0, 1), got {w:g}."
+            )
+
+
 def load_experiment(path: str | None) -> Experiment:
     """Read and validate an experiment file; `None` gives the built-in default.
 
@@ -492,3 +660,121 @@ def load_experiment(path: str | None) -> Experiment:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"`--config`: {path!r} is not valid TOML: {e}.") from None
     return parse_experiment(data)
+
+
+KEY_DOCS = {
+    "dim": "dimension d of the space",
+    "t_end": "end time of the flow",
+    "save_points": "saved times, evenly spaced on [0, t_end]",
+    "seed": "seed of the target, the initial state and the particles",
+    "target": "the target mixture p: weights ρ_j, one scale σ, the means μ_j",
+    "target.weights": "ρ_j > 0, summing to 1 (J = its length)",
+    "target.scale": "σ > 0",
+    "target.means": "kind = antipodal (norm) | orthogonal (norms) | gram (T) | random (norm)",
+    "variational": "the family q: K components, weights, one shared scale s, initial means",
+    "variational.components": "K",
+    "variational.weights": "initial w_k > 0, summing to 1",
+    "variational.scale": "initial s > 0 (ignored if annealing.scale = adiabatic)",
+    "variational.init": "kind = random (norm: |m_k| ≈ norm) | overlaps (R = M Uᵀ, Q = M Mᵀ)",
+    "variational.learning_rates": "η_m, η_a, η_s of flow (D1); 0 freezes a group",
+    "annealing": "β(t): kind = none | linear | geometric (beta0, duration) | exponential (beta0, "
+    "rate)",
+    "annealing.kind": "none | linear | geometric | exponential (docs/theory.md, §6)",
+    "annealing.beta0": "β(0) in (0, 1]",
+    "annealing.duration": "time at which β reaches 1",
+    "annealing.rate": "relaxation rate of β",
+    "annealing.scale": "trainable (default) | adiabatic: s(t)² = σ²/β(t) (eq. (S5))",
+    "simulation": "routes and integration; only full and estimator are required",
+    "simulation.full": "also run the full d-dimensional flow (theory always runs)",
+    "simulation.estimator": "exact | mc-fixed | mc-fresh | mc-fresh-projected",
+    "simulation.rtol": "relative tolerance of the adaptive solvers (default 1e-7)",
+    "simulation.atol": "absolute tolerance of the adaptive solvers (default 1e-9)",
+    "simulation.particles": "Monte Carlo particles of the mc-* estimators (default 1024)",
+    "simulation.step": "Euler step of mc-fresh routes (default 0.01); stable iff rate·step < 2",
+    "simulation.solver": "tsit5 (default) | dopri5 | dopri8 | heun | kvaerno5",
+    "simulation.max_steps": "the solve fails beyond this many steps (default 100000)",
+    "simulation.quadrature_nodes": "Gauss–Hermite nodes of the exact estimator (default: the "
+    "rule's)",
+    "simulation.chunk": "particles per chunk (default: all in one)",
+    "simulation.precision": "float64 (default) | float32; --precision overrides",
+    "sweep": "grid of parameters × seeds (modecollapse sweep)",
+    "sweep.seeds": "trajectories per grid point",
+    "sweep.chunk": "trajectories per compiled batch (checkpointed after each)",
+    "sweep.parameters": "dotted key = [values]: the grid is their product",
+    "flow": "RealNVP flow VI (modecollapse flow, docs/theory.md §15); t_i = i·learning_rate",
+    "flow.layers": "coupling layers",
+    "flow.width": "hidden width of the conditioners",
+    "flow.steps": "optimiser steps",
+    "flow.learning_rate": "optimiser step size (also the time unit)",
+    "flow.particles": "samples per loss estimate",
+    "flow.optimizer": "adam | sgd",
+    "flow.seeds": "independent flows trained",
+    "flow.records": "recorded points (must divide steps)",
+}
+"""One comment per experiment key, for `experiment_toml` (`modecollapse config --show`)."""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _toml_lines(table: dict[str, Any], path: str) -> list[str]:
+    lines = []
+    for name, value in table.items():
+        if isinstance(value, dict) and path + name not in KEY_DOCS_INLINE:
+            continue
+        doc = KEY_DOCS.get(path + name, "")
+        if value is None:
+            lines.append(f"# {name} = ...  # {doc}")
+        else:
+            lines.append(f"{name} = {_toml_value(value)}" + (f"  # {doc}" if doc else ""))
+    return lines
+
+
+KEY_DOCS_INLINE = ("target.means", "variational.init", "variational.learning_rates")
+
+
+def experiment_toml(exp: Experiment, header: str = "") -> str:
+    """The experiment as a commented TOML file that `parse_experiment` reads back to `exp`.
+
+    Every key is written, tuning keys with their defaults, and each carries a comment
+    (`KEY_DOCS`); an unset optional key is shown commented out.
+
+    **Arguments:**
+
+    - `exp`: an experiment.
+    - `header`: comment lines for the top of the file (without the leading `#`).
+
+    **Returns:** the TOML text.
+
+    **Example:**
+    ```python
+    text = experiment_toml(load_experiment(None), "my experiment")
+    parse_experiment(tomllib.loads(text)) == load_experiment(None)  # True
+    ```
+    """
+    data = exp.to_dict()
+    out = [f"# {line}".rstrip() for line in header.splitlines()]
+    out += _toml_lines({k: v for k, v in data.items() if not isinstance(v, dict)}, "")
+    for name in ("target", "variational", "annealing", "simulation", "flow"):
+        if name in data:
+            out += ["", f"# {KEY_DOCS[name]}", f"[{name}]", *_toml_lines(data[name], name + ".")]
+    if "sweep" in data:
+        sweep = data["sweep"]
+        out += ["", f"# {KEY_DOCS['sweep']}", "[sweep]"]
+        out += _toml_lines({k: v for k, v in sweep.items() if k != "parameters"}, "sweep.")
+        out += [f"# {KEY_DOCS['sweep.parameters']}", "[sweep.parameters]"]
+        out += [f"{_toml_value(k)} = {_toml_value(v)}" for k, v in sweep["parameters"].items()]
+    return "\n".join(out) + "\n"

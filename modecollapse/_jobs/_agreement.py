@@ -15,8 +15,10 @@ informative random start m_k = ξ_k μ_1 + c g_k with ξ_k ~ N(0, 0.5²), c = 0.
 The error of a pair is, per seed, the sup over time and entries of |ΔR/d|, |ΔQ/d|, |Δw|, |Δs|.
 """
 
+import argparse
 import itertools
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -36,9 +38,10 @@ from .._dynamics._rates import LearningRates
 from .._dynamics._solve import SolverOptions
 from .._dynamics._theory import solve_theory
 from .._estimators._estimators import FreshParticles
-from .._experiments._io import timed
+from .._experiments._io import timed, to_json
 from .._mixtures import GaussianMixture, IsotropicMixture
 from .._summary import GramState, TargetStatistics
+from ._command import Command, Output, Prepared, check_out
 
 ROUTES = ("full", "sgd", "theory", "limit", "limit0")
 DIMS = (16, 64, 256, 1024, 4096, 16384)
@@ -219,3 +222,42 @@ def agreement(
         "examples": {str(d): r["example"] for d, r in zip(dims, rows)},
     }
     return report, agreement_figure(report)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", required=True, help="output folder (created)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="d in {16, 64, 256}, 20 seeds, 16 SGD particles (about 1-2 minutes)",
+    )
+
+
+def _prepare(args: argparse.Namespace) -> Prepared:
+    check_out(args.out)
+    return Prepared(None)
+
+
+def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
+    kwargs = QUICK if args.quick else {}
+    report, png = agreement(progress=True, **kwargs)
+    lines = [f"wrote {os.path.join(args.out, 'agreement.json')} and agreement.png"]
+    for pair in ("full-theory", "full-limit", "full-limit0", "full-sgd"):
+        s = report["slopes"][pair]
+        lines.append(
+            f"  slope of {pair:<12} error against d: {s['value']:+.2f} "
+            f"[{s['ci'][0]:+.2f}, {s['ci'][1]:+.2f}]"
+        )
+    return Output({"agreement.json": to_json(report), "agreement.png": png}, tuple(lines))
+
+
+COMMAND = Command(
+    help="full flow, SGD, finite-d theory and the d → ∞ limit as d grows (extensive scaling)",
+    description="Run the agreement benchmark (docs/theory.md, §11): sup-time errors between "
+    "every pair of routes at each d, log-log slopes with 95%% intervals, wall times. Writes "
+    "DIR/agreement.json and DIR/agreement.png.",
+    add_arguments=_add_arguments,
+    prepare=_prepare,
+    execute=_execute,
+)
+"""`modecollapse agreement`."""

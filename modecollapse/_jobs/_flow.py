@@ -1,5 +1,8 @@
 """`modecollapse flow`: one flow-VI experiment from an `Experiment` (docs/theory.md, §15)."""
 
+import argparse
+import os
+import tomllib
 from typing import Any
 
 import jax
@@ -7,12 +10,20 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._experiments._config import Experiment, FlowConfig
+from .._experiments._config import (
+    DEFAULT_FLOW_TOML,
+    Experiment,
+    FlowConfig,
+    load_experiment,
+    parse_experiment,
+)
+from .._experiments._io import to_json
 from .._experiments._problem import build_problem, build_schedule
 from .._figures._flows import flow_figure
 from .._flows._pushforward import required_lipschitz, tv_threshold
 from .._flows._vi import LIPSCHITZ_TAIL, example_seeds, train_flows
 from .._metrics import Thresholds
+from ._command import Command, Output, Prepared, add_common_arguments, check_out, show_progress
 
 TIME_CONVENTION = (
     "t_i = i * learning_rate (eq. (NF6)); beta_i = beta(t_i); the annealing duration is in these "
@@ -119,3 +130,40 @@ def run_flow_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[s
     }
     density = _density_grid(flow0, means) if exp.dim == 2 else None
     return result, flow_figure(result, x0, density, target_x)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(
+        parser, "experiment TOML file with a [flow] table (default: a built-in d = 2 experiment)"
+    )
+
+
+def _prepare(args: argparse.Namespace) -> Prepared:
+    if args.config is None:
+        exp = parse_experiment(tomllib.loads(DEFAULT_FLOW_TOML))
+    else:
+        exp = load_experiment(args.config)
+    check_out(args.out)
+    # the flow job runs in float64 unless --precision says otherwise (the file's key is the
+    # `build_problem` cast of the target, as before)
+    return Prepared(exp, args.precision or "float64")
+
+
+def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
+    result, figure = run_flow_experiment(prepared.experiment, progress=show_progress(args))  # type: ignore[arg-type]
+    return Output(
+        {"result.json": to_json(result), "flow.png": figure},
+        (f"wrote {os.path.join(args.out, 'result.json')} and flow.png",),
+    )
+
+
+COMMAND = Command(
+    help="RealNVP normalizing-flow VI on the same target, under the same annealing",
+    description="Train [flow] seeds RealNVP flows by reverse-KL VI (time t = step * "
+    "learning_rate) on the experiment's target and annealing. Writes DIR/result.json (loss "
+    "curves, mode-mass trajectories, Lipschitz estimates, outcome block) and DIR/flow.png.",
+    add_arguments=_add_arguments,
+    prepare=_prepare,
+    execute=_execute,
+)
+"""`modecollapse flow`."""

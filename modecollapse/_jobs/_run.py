@@ -1,5 +1,6 @@
-"""The `run` and `compare` jobs: solve, assemble the JSON records, draw the figures."""
+"""`modecollapse run`: solve an experiment by both routes; the result.json record and figure."""
 
+import argparse
 import os
 import sys
 from typing import Any
@@ -9,7 +10,8 @@ import jax
 import jax.random as jr
 import numpy as np
 
-from .._experiments._config import Experiment
+from .._experiments._config import Experiment, check_explicit_step, load_experiment
+from .._experiments._io import to_json
 from .._experiments._problem import (
     build_problem,
     max_abs_diff,
@@ -17,9 +19,18 @@ from .._experiments._problem import (
     run_theory,
     trajectory_record,
 )
-from .._figures._runs import compare_figure, overlaps_figure
+from .._figures._runs import overlaps_figure
 from .._metrics import trajectory_outcome
 from .._summary import TargetStatistics
+from ._command import (
+    Command,
+    Output,
+    Prepared,
+    add_common_arguments,
+    check_out,
+    show_progress,
+    with_precision,
+)
 
 
 def _log(message: str) -> None:
@@ -53,6 +64,8 @@ def run_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[str, A
     result["max_abs_diff"]["R"]  # ~1e-8
     ```
     """
+    if exp.simulation.full:
+        check_explicit_step(exp)  # a diverging Euler step is refused before anything compiles
     problem = build_problem(exp)
     _log(f"theory ODE (K = {exp.variational.components}, J = {len(exp.target.weights)}) ...")
     theory, t_sec = run_theory(problem, progress)
@@ -88,90 +101,33 @@ def run_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[str, A
     return result, overlaps_figure(result)
 
 
-def compare_experiment(
-    exp: Experiment, dims: list[int], progress: bool = False
-) -> tuple[dict[str, Any], bytes]:
-    """Full flow against theory at each d, from the same initial state at each d.
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser, "experiment TOML file (default: the built-in bimodal experiment)")
 
-    **Arguments:**
 
-    - `exp`: a validated experiment (its `dim` is replaced by each of `dims`).
-    - `dims`: the dimensions.
-    - `progress`: show progress bars.
+def _prepare(args: argparse.Namespace) -> Prepared:
+    exp = with_precision(load_experiment(args.config), args.precision)
+    if exp.simulation.full:
+        check_explicit_step(exp)
+    check_out(args.out)
+    return Prepared(exp, exp.simulation.precision)
 
-    **Returns:** `(report, png_bytes)`, the compare.json record and compare.png; prints the table.
 
-    **Example:**
-    ```python
-    report, png = compare_experiment(load_experiment(None), [8, 64])
-    [r["max_abs_diff"]["Q"] for r in report["rows"]]
-    ```
-    """
-    problems = [build_problem(exp.with_dim(d)) for d in dims]  # validate every d before solving
-    header = (
-        f"{'d':>7} {'theory [s]':>11} {'full [s]':>10} {'steps th/full':>15} "
-        f"{'max|dR|':>9} {'max|dQ|':>9} "
-        f"{'max|dw|':>9} {'max|ds|':>9} {'max|dF|':>9}"
+def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
+    result, figure = run_experiment(prepared.experiment, progress=show_progress(args))  # type: ignore[arg-type]
+    return Output(
+        {"result.json": to_json(result), "overlaps.png": figure},
+        (f"wrote {os.path.join(args.out, 'result.json')} and overlaps.png",),
     )
-    print(header)
-    print("-" * len(header))
-    rows = []
-    for problem in problems:
-        d = problem.experiment.dim
-        theory, t_sec = run_theory(problem, progress)
-        full, f_sec = run_full(problem, progress)
-        diff = max_abs_diff(full, theory)
-        rows.append(
-            {
-                "dim": d,
-                "wall_seconds": {"theory": t_sec["solve"], "full": f_sec["solve"]},
-                "compile_seconds": {"theory": t_sec["compile"], "full": f_sec["compile"]},
-                "steps": {"theory": int(theory.num_steps), "full": int(full.num_steps)},
-                "max_abs_diff": diff,
-                "theory": trajectory_record(theory),
-                "full": trajectory_record(full),
-            }
-        )
-        print(
-            f"{d:>7} {t_sec['solve']:>11.3f} {f_sec['solve']:>10.3f} "
-            f"{int(theory.num_steps):>7d}/{int(full.num_steps):<7d} "
-            + " ".join(f"{diff[k]:>9.1e}" for k in ("R", "Q", "weights", "scale", "objective")),
-            flush=True,
-        )
-    report = {
-        "dims": dims,
-        "times": np.asarray(problems[0].ts).tolist(),
-        "rows": rows,
-        "config": exp.to_dict(),
-    }
-    return report, compare_figure(report)
 
 
-def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = False):
-    """Run a sweep and write results.nc, summary.json and phase.png into `out`.
-
-    **Arguments:**
-
-    - `plan`: from `plan_sweep`.
-    - `out`: the output folder; its checkpoint.npz is kept (and reused by `resume`).
-    - `resume`, `progress`: see `run_sweep`.
-
-    **Returns:** the summary dictionary (None on processes other than 0 of a multi-host run).
-
-    **Example:**
-    ```python
-    summary = sweep_experiment(plan_sweep(raw, "theory"), "out/")
-    summary["p_collapse"]
-    ```
-    """
-    from .._experiments._io import to_json, write_outputs
-    from .._experiments._sweep import run_sweep, summarise, write_netcdf
-    from .._figures._runs import phase_figure
-
-    results = run_sweep(plan, out, resume=resume, progress=progress)
-    if jax.process_index() != 0:
-        return None  # process 0 merges every process's checkpoint and writes the outputs
-    summary = summarise(plan, results)
-    write_netcdf(os.path.join(out, "results.nc"), plan, results)
-    write_outputs(out, {"summary.json": to_json(summary), "phase.png": phase_figure(summary)})
-    return summary
+COMMAND = Command(
+    help="solve one experiment: theory ODE and (optionally) the full flow",
+    description="Solve an experiment with the summary-statistic ODE and, if "
+    "[simulation] full = true, the full d-dimensional flow. Writes DIR/result.json and "
+    "DIR/overlaps.png.",
+    add_arguments=_add_arguments,
+    prepare=_prepare,
+    execute=_execute,
+)
+"""`modecollapse run`."""
