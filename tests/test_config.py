@@ -300,3 +300,12 @@ def test_one_command_table_and_jobs_never_import_the_cli():
                 assert "_cli" not in (node.module or ""), path.name
             elif isinstance(node, ast.Import):
                 assert not any("_cli" in a.name for a in node.names), path.name
+
+
+def test_sweep_merge_timeout_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--out", str(tmp_path / "o"), "--merge-timeout", "0"])
+    assert e.value.code == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "`--merge-timeout`" in err and "> 0" in err, err
+    assert not (tmp_path / "o").exists()

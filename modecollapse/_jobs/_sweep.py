@@ -20,14 +20,21 @@ from .._figures._runs import phase_figure
 from ._command import Command, Output, Prepared, add_common_arguments, check_out, show_progress
 
 
-def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = False):
+def sweep_experiment(
+    plan,
+    out: str,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    merge_timeout: float = 24 * 3600.0,
+):
     """Run a sweep and write results.nc, summary.json and phase.png into `out`.
 
     **Arguments:**
 
     - `plan`: from `plan_sweep`.
     - `out`: the output folder; its checkpoint.npz is kept (and reused by `resume`).
-    - `resume`, `progress`: see `run_sweep`.
+    - `resume`, `progress`, `merge_timeout`: see `run_sweep`.
 
     **Returns:** the summary dictionary (None on processes other than 0 of a multi-host run).
 
@@ -40,7 +47,7 @@ def sweep_experiment(plan, out: str, *, resume: bool = False, progress: bool = F
     if plan.route == "full":  # every grid point's Euler step, before anything compiles
         for point in plan.points:
             check_explicit_step(point)
-    results = run_sweep(plan, out, resume=resume, progress=progress)
+    results = run_sweep(plan, out, resume=resume, progress=progress, merge_timeout=merge_timeout)
     if jax.process_index() != 0:
         return None  # process 0 merges every process's checkpoint and writes the outputs
     summary = summarise(plan, results)
@@ -74,6 +81,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     multi.add_argument("--num-processes", type=int, default=1, metavar="N")
     multi.add_argument("--process-id", type=int, metavar="I")
+    multi.add_argument(
+        "--merge-timeout",
+        type=float,
+        default=24 * 3600.0,
+        metavar="SECONDS",
+        help="how long process 0 waits for the other processes' checkpoints (default 24 h)",
+    )
 
 
 def _prepare(args: argparse.Namespace) -> Prepared:
@@ -96,6 +110,8 @@ def _prepare(args: argparse.Namespace) -> Prepared:
     check_out(args.out)
     if args.num_processes > 1 and (args.coordinator is None or args.process_id is None):
         raise ConfigError("`--num-processes`: also give --coordinator and --process-id.")
+    if not args.merge_timeout > 0:
+        raise ConfigError(f"`--merge-timeout`: must be > 0 seconds, got {args.merge_timeout}.")
     return Prepared(plan.base, plan.base.simulation.precision, plan)
 
 
@@ -103,7 +119,11 @@ def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
     if args.num_processes > 1:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     summary = sweep_experiment(
-        prepared.extra, args.out, resume=args.resume, progress=show_progress(args)
+        prepared.extra,
+        args.out,
+        resume=args.resume,
+        progress=show_progress(args),
+        merge_timeout=args.merge_timeout,
     )
     if summary is None:
         return Output()
@@ -124,4 +144,3 @@ COMMAND = Command(
     prepare=_prepare,
     execute=_execute,
 )
-"""`modecollapse sweep`."""
