@@ -16,21 +16,25 @@ Layout (each private module names the equations of docs/theory.md it implements)
 import importlib.metadata
 
 from . import metrics as metrics
-from ._annealing._design import (
-    make_schedule as make_schedule,
-    optimise_schedule as optimise_schedule,
-)
+from ._annealing._design import optimise_schedule as optimise_schedule
 from ._annealing._formula import (
     CollapseFormula as CollapseFormula,
+    FormulaRegimeWarning as FormulaRegimeWarning,
+    FormulaSetting as FormulaSetting,
     collapse_formula_terms as collapse_formula_terms,
+    formula_regime as formula_regime,
     p_collapse_formula as p_collapse_formula,
 )
 from ._annealing._schedules import (
+    SCHEDULES as SCHEDULES,
     AbstractSchedule as AbstractSchedule,
     ExponentialSchedule as ExponentialSchedule,
     GeometricSchedule as GeometricSchedule,
     LinearSchedule as LinearSchedule,
     NoAnnealing as NoAnnealing,
+    make_schedule as make_schedule,
+    schedule_from_kind as schedule_from_kind,
+    schedule_parameters as schedule_parameters,
 )
 from ._dynamics._full import solve_full as solve_full
 from ._dynamics._initial import (

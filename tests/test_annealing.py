@@ -1,7 +1,9 @@
 """The collapse formula (docs/theory.md, §13) and schedule design (§14)."""
 
+import json
 import math
 import tomllib
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +12,9 @@ import pytest
 
 import modecollapse as mc
 from modecollapse._annealing import _formula
-from modecollapse._annealing._design import make_schedule, optimise_schedule
+from modecollapse._annealing._design import optimise_schedule
 from modecollapse._cli import main
+from modecollapse._dynamics._solve import SolverOptions, integrate_final
 from modecollapse._jobs._design import DEFAULT_DESIGN_TOML, formula_arguments, simulate_collapse
 
 NORM, DIM = 5.0, 1000
@@ -120,7 +123,7 @@ def test_formula_matches_the_theory_monte_carlo_in_its_regime():
     exp = _design_experiment()
     seeds = 300
     sim = simulate_collapse(exp, "linear", 0.1, 15.0, seeds)
-    pred = float(mc.p_collapse_formula(mc.LinearSchedule(0.1, 15.0), **formula_arguments(exp)))
+    pred = float(mc.p_collapse_formula(mc.LinearSchedule(0.1, 15.0), formula_arguments(exp)))
     se = math.sqrt(max(sim["p_collapse"] * (1 - sim["p_collapse"]), 0.01) / seeds)
     assert abs(pred - sim["p_collapse"]) < 0.05 + 3 * se
 
@@ -158,9 +161,9 @@ def test_formula_arguments_reject_what_it_does_not_cover():
 def test_schedule_families():
     b = 0.1
     for kind in ("linear", "geometric"):
-        s = make_schedule(kind, b, 20.0)
+        s = mc.make_schedule(kind, b, 20.0)
         assert float(s(0.0)) == pytest.approx(b) and float(s(20.0)) == pytest.approx(1.0)
-    s = make_schedule("exponential", b, 20.0)
+    s = mc.make_schedule("exponential", b, 20.0)
     assert float(s(20.0)) == pytest.approx(1 - 0.9 * math.exp(-3.0))
 
 
@@ -215,4 +218,97 @@ def test_design_cli_end_to_end(tmp_path):
     assert opt["objective"] < report["optimiser"]["history"][0]["objective"]
     lo, hi = opt["p_simulated_ci"]
     assert lo - 0.05 <= opt["p_formula"] <= hi + 0.05
+    assert report["formula_regime"] == {"ok": True, "reasons": []}
     assert (tmp_path / "o" / "design.png").stat().st_size > 10_000
+
+
+# --- the formula's setting, its solve entry and its regime (fault 5)
+
+
+def test_setting_and_keywords_give_the_same_formula():
+    schedule = mc.LinearSchedule(0.1, 40.0)
+    setting = mc.FormulaSetting(**BASE, weight=0.6)
+    by_keywords = mc.p_collapse_formula(schedule, weight=0.6, **BASE)
+    assert float(mc.p_collapse_formula(schedule, setting)) == float(by_keywords)
+    assert float(mc.collapse_formula_terms(schedule, setting).p) == float(by_keywords)
+    with pytest.raises(TypeError, match="FormulaSetting"):
+        mc.p_collapse_formula(schedule, setting, weight=0.6)
+    with pytest.raises(ValueError, match="`scale_coupling`"):
+        mc.FormulaSetting(**BASE, scale_coupling="trained")
+    with pytest.raises(ValueError, match="`variational_scale`"):
+        mc.FormulaSetting(**BASE, variational_scale=2.0)
+
+
+@pytest.mark.parametrize("adjoint", ["recursive-checkpoint", "direct"])
+def test_final_state_solve_and_its_adjoints_against_the_closed_form(adjoint):
+    """The formula's solve entry: y(1) = e^{-k} for y' = −k y, and dy(1)/dk = −e^{-k}."""
+    options = SolverOptions(rtol=1e-10, atol=1e-12, adjoint=adjoint)
+
+    def y1(k):
+        return integrate_final(lambda t, y, k: -k * y, jnp.ones(()), k, 0.0, 1.0, options).y
+
+    k = jnp.asarray(0.7)
+    np.testing.assert_allclose(y1(k), math.exp(-0.7), rtol=1e-9)
+    np.testing.assert_allclose(jax.grad(y1)(k), -math.exp(-0.7), rtol=1e-8)
+    with pytest.raises(ValueError, match="`adjoint`"):
+        SolverOptions(adjoint="backwards")
+
+
+def test_formula_regime_names_what_is_outside_it():
+    inside = mc.formula_regime(mc.FormulaSetting(**BASE, weight=0.7))  # weights held at ½: exact
+    assert inside == {"ok": True, "reasons": []}
+    assert mc.formula_regime(mc.FormulaSetting(**BASE, weights_rate=1.0))["ok"]  # ρ = ½
+    weights = mc.formula_regime(mc.FormulaSetting(**BASE, weight=0.7, weights_rate=1.0))
+    scale = mc.formula_regime(mc.FormulaSetting(**BASE, scale_rate=0.1))
+    assert not weights["ok"] and "`weight`" in weights["reasons"][0]
+    assert not scale["ok"] and "`scale_rate`" in scale["reasons"][0]
+
+
+def test_python_api_warns_outside_the_regime():
+    schedule = mc.LinearSchedule(0.1, 40.0)
+    with pytest.warns(mc.FormulaRegimeWarning, match="weight"):
+        outside = mc.p_collapse_formula(schedule, weight=0.7, weights_rate=1.0, **BASE)
+    with pytest.warns(mc.FormulaRegimeWarning, match="scale_rate"):
+        mc.collapse_formula_terms(schedule, scale_rate=0.1, **BASE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mc.FormulaRegimeWarning)
+        inside = mc.p_collapse_formula(schedule, weight=0.7, **BASE)
+    assert float(outside) == float(inside)  # the warning changes nothing in the value
+
+
+def test_formula_arguments_carry_the_experiment_rates():
+    ok = formula_arguments(_design_experiment())
+    assert ok.weights_rate == 1.0 and ok.scale_rate == 0.0 and mc.formula_regime(ok)["ok"]
+    trained = formula_arguments(
+        _design_experiment(
+            **{
+                "scale = 0.0 }": "scale = 0.05 }",
+                'scale = "adiabatic"': 'scale = "trainable"',
+            }
+        )
+    )
+    assert trained.scale_coupling == "adiabatic" and trained.scale_rate == 0.05
+    assert not mc.formula_regime(trained)["ok"]
+
+
+def test_design_says_when_it_is_outside_the_regime(tmp_path):
+    """`design` at ρ = 0.7 with trainable weights: one warning, and design.json records why.
+    The exponential start (rate 0.3) is read back as τ = 3/rate (eq. (A2))."""
+    cfg = tmp_path / "exp.toml"
+    text = DEFAULT_DESIGN_TOML.replace(
+        "weights = [0.5, 0.5]\nscale = 1.0\nmeans", "weights = [0.7, 0.3]\nscale = 1.0\nmeans"
+    ).replace(
+        'kind = "linear"\nbeta0 = 0.5\nduration = 10.0',
+        'kind = "exponential"\nbeta0 = 0.5\nrate = 0.3',
+    )
+    assert text.count("0.7, 0.3") == 1 and "rate = 0.3" in text
+    cfg.write_text(text)
+    out = tmp_path / "o"
+    with pytest.warns(mc.FormulaRegimeWarning) as record:
+        main(["design", "--config", str(cfg), "--out", str(out), "--steps", "1", "--seeds", "20"])
+    assert sum(issubclass(w.category, mc.FormulaRegimeWarning) for w in record) == 1
+    report = json.loads((out / "design.json").read_text())
+    regime = report["formula_regime"]
+    assert regime["ok"] is False and any("`weight`" in r for r in regime["reasons"])
+    assert report["start"]["duration"] == pytest.approx(3.0 / 0.3)
+    assert report["formula_arguments"]["weights_rate"] == 1.0

@@ -10,6 +10,7 @@ wall-clock budget; `design_experiment` then checks the optimum against the theor
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
@@ -18,37 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._formula import p_collapse_formula
-from ._schedules import AbstractSchedule, ExponentialSchedule, GeometricSchedule, LinearSchedule
-
-DESIGN_KINDS = ("linear", "geometric", "exponential")
-# the exponential schedule has no end: its "duration" is the time to 95% of the rise, rate = 3/τ
-EXP_FACTOR = 3.0
-
-
-def make_schedule(kind: str, beta0, duration) -> AbstractSchedule:
-    """The schedule of family `kind` with initial β0 and annealing time τ (eq. (A2)).
-
-    **Arguments:**
-
-    - `kind`: "linear", "geometric" or "exponential" (rate = 3/τ: 95% of the rise by τ).
-    - `beta0`: β0 in (0, 1].
-    - `duration`: τ > 0.
-
-    **Returns:** an `AbstractSchedule`.
-
-    **Example:**
-    ```python
-    make_schedule("exponential", 0.1, 30.0)  # ExponentialSchedule(0.1, rate=0.1)
-    ```
-    """
-    if kind == "linear":
-        return LinearSchedule(beta0, duration)
-    if kind == "geometric":
-        return GeometricSchedule(beta0, duration)
-    if kind == "exponential":
-        return ExponentialSchedule(beta0, EXP_FACTOR / duration)
-    raise ValueError(f"`kind` must be one of {DESIGN_KINDS}, got {kind!r}.")
+from ._formula import FormulaSetting, p_collapse_formula
+from ._schedules import design_kinds, make_schedule
 
 
 @dataclasses.dataclass
@@ -77,7 +49,7 @@ def _unconstrained(beta0: float, duration: float) -> jax.Array:
 
 def optimise_schedule(
     kind: str,
-    formula: dict[str, Any],
+    formula: FormulaSetting | Mapping[str, Any],
     *,
     beta0: float,
     duration: float,
@@ -91,8 +63,9 @@ def optimise_schedule(
 
     **Arguments:**
 
-    - `kind`: the schedule family (see `make_schedule`).
-    - `formula`: the other arguments of `p_collapse_formula` (see `formula_arguments`).
+    - `kind`: the schedule family, one of `design_kinds()` (see `make_schedule`).
+    - `formula`: the `FormulaSetting` (see `formula_arguments`), or its fields as a dict. Outside
+      the formula's regime it warns once with `FormulaRegimeWarning` (`formula_regime`).
     - `beta0`, `duration`: the starting point.
     - `price`: λ, the cost of one unit of annealing time.
     - `steps`: Adam steps at most; `learning_rate`: Adam's step in (logit β0, log τ).
@@ -107,14 +80,16 @@ def optimise_schedule(
                             price=1e-3)
     ```
     """
-    if kind not in DESIGN_KINDS:
-        raise ValueError(f"`kind` must be one of {DESIGN_KINDS}, got {kind!r}.")
+    if kind not in design_kinds():
+        raise ValueError(f"`kind` must be one of {', '.join(design_kinds())}, got {kind!r}.")
+    setting = formula if isinstance(formula, FormulaSetting) else FormulaSetting(**formula)
 
     @eqx.filter_jit
     def value_and_grad(theta):
         def objective(theta):
             b0, tau = jax.nn.sigmoid(theta[0]), jnp.exp(theta[1])
-            p = p_collapse_formula(make_schedule(kind, b0, tau), **formula)
+            # warns (at trace time, once) if `setting` is outside the formula's regime
+            p = p_collapse_formula(make_schedule(kind, b0, tau), setting)
             return p + price * tau, p
 
         return jax.value_and_grad(objective, has_aux=True)(theta)

@@ -7,23 +7,31 @@ u = (r_1 + r_2)/2 and an antisymmetric part v = (r_1 − r_2)/2. Linearising the
 (eq. (P3)); integrating them along the schedule, with the overlap switching itself off as the
 components separate (eq. (P4)), maps the Bartlett initial law (u0, v0 i.i.d. N(0, c²/2d)) to the
 final sign pattern of (r_1, r_2): the means end on the same mode iff |u| > |v| (eqs. (P6)–(P8)).
+
+`FormulaSetting` holds the problem (all but the schedule); `formula_regime` says when a setting is
+outside the regime of §13, and the formula then warns with `FormulaRegimeWarning`. The solves go
+through the one solve entry, `_dynamics._solve.integrate_final`.
 """
 
 import math
+import warnings
+from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._dynamics._solve import SolverOptions, integrate_final
 from .._numerics._integrals import sigmoid_moment
 from ._schedules import AbstractSchedule
 
 SCALE_COUPLINGS = ("adiabatic", "frozen")
 _MAX_SEPARATION2 = 1e4  # δ²/s² beyond which the overlap E_12 is below 1e-300: cap it (eq. (P4))
 _QUADRATURE = 48  # Gauss–Legendre nodes of the outer integral over |v0| (eq. (P9))
+# The formula's solves (eqs. (P4)–(P7)): tight tolerances; a failed solve raises.
+_OPTIONS = SolverOptions(solver="tsit5", rtol=1e-8, atol=1e-10, max_steps=16384, throw=True)
 
 
 def _half_normal_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +49,159 @@ _Z_NODES, _Z_WEIGHTS = _half_normal_rule(_QUADRATURE)
 
 def _Phi(x: Array) -> Array:
     return 0.5 * jax.lax.erfc(-x / math.sqrt(2.0))
+
+
+class FormulaRegimeWarning(UserWarning):
+    """The collapse formula is used outside the regime it was derived for (docs/theory.md, §13)."""
+
+
+class FormulaSetting(eqx.Module):
+    """The problem the collapse formula describes: everything but the schedule (docs/theory.md §13).
+
+    K = J = 2, an antipodal target ±μ with weights (ρ, 1 − ρ) and scale σ, two components started
+    at random with norm c in dimension d and equal weights ½, trainable means (rate η_m).
+
+    **Arguments:**
+
+    - `target_norm`: |μ|: the target means are ±μ.
+    - `init_norm`: c: the initial means are m_k = c g_k/√d (eq. (B1)).
+    - `dim`: d.
+    - `t_end`: the horizon of the flow.
+    - `weight`: ρ, the weight of the first target mode (default ½).
+    - `scale`: σ, the target's component scale.
+    - `rate`: η_m, the learning rate of the means.
+    - `scale_coupling`: "adiabatic" (s² = σ²/β(t), eq. (S5); also the large-d limit of a trained
+      scale) or "frozen" (s fixed at `variational_scale`, default σ).
+    - `variational_scale`: s for `scale_coupling="frozen"`.
+    - `weights_rate`: η_w of the experiment being described (default 0). The formula holds the
+      weights at ½; with η_w > 0 that is its regime only at ρ = ½ (`formula_regime`).
+    - `scale_rate`: η_s of the experiment being described (default 0). The formula's scale is
+      adiabatic or frozen; a trained scale (η_s > 0) is outside its regime (`formula_regime`).
+
+    **Example:**
+    ```python
+    setting = FormulaSetting(target_norm=5.0, init_norm=3.0, dim=1000, t_end=300.0)
+    p_collapse_formula(LinearSchedule(0.05, 50.0), setting)
+    ```
+    """
+
+    target_norm: ArrayLike
+    init_norm: ArrayLike
+    dim: ArrayLike
+    t_end: ArrayLike
+    weight: ArrayLike = 0.5
+    scale: ArrayLike = 1.0
+    rate: ArrayLike = 1.0
+    scale_coupling: str = eqx.field(static=True, default="adiabatic")
+    variational_scale: ArrayLike | None = None
+    weights_rate: float = eqx.field(static=True, default=0.0)
+    scale_rate: float = eqx.field(static=True, default=0.0)
+
+    def __check_init__(self):
+        if self.scale_coupling not in SCALE_COUPLINGS:
+            raise ValueError(
+                f"`scale_coupling` must be one of {SCALE_COUPLINGS}, got {self.scale_coupling!r}."
+            )
+        if self.scale_coupling == "adiabatic" and self.variational_scale is not None:
+            raise ValueError(
+                '`variational_scale` is only used with `scale_coupling="frozen"`; drop it or '
+                'set `scale_coupling="frozen"`.'
+            )
+        for name in ("weights_rate", "scale_rate"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The setting as plain numbers and strings (JSON-ready), `variational_scale` only if set.
+
+        **Returns:** a dict of the fields.
+
+        **Example:**
+        ```python
+        FormulaSetting(target_norm=5.0, init_norm=3.0, dim=1000, t_end=300.0).to_dict()["dim"]
+        ```
+        """
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            out[name] = value if isinstance(value, str | int | float) else float(value)
+        return out
+
+
+def _concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def formula_regime(setting: FormulaSetting) -> dict[str, Any]:
+    """Whether `setting` lies in the regime the formula was derived for (docs/theory.md, §13).
+
+    Outside it: (i) ρ ≠ ½ with trainable weights, where the logits move at first order and the
+    weights, not the split, decide (measured errors up to 0.16); (ii) a trained scale, which the
+    formula treats as adiabatic (or frozen) instead of following its own dynamics (eq. (T5)).
+    A traced `weight` (under `jit`/`grad`) is not checked.
+
+    **Arguments:**
+
+    - `setting`: a `FormulaSetting`.
+
+    **Returns:** `{"ok": bool, "reasons": [str, ...]}` (JSON-ready; `reasons` empty iff ok).
+
+    **Example:**
+    ```python
+    formula_regime(FormulaSetting(5.0, 3.0, 1000, 300.0, weight=0.7, weights_rate=1.0))["ok"]
+    ```
+    """
+    reasons = []
+    w = setting.weight
+    if setting.weights_rate > 0 and _concrete(w) and abs(float(w) - 0.5) > 1e-12:
+        reasons.append(
+            f"`weight` ρ = {float(w):g} != 1/2 with trainable weights (`weights_rate` = "
+            f"{setting.weights_rate:g}): the formula holds the weights at 1/2; read it as a trend "
+            "up to τ ≈ 50 (docs/theory.md §13)"
+        )
+    if setting.scale_rate > 0:
+        reasons.append(
+            f"a trainable scale (`scale_rate` = {setting.scale_rate:g}) is treated as "
+            f"{setting.scale_coupling} (eq. (S5)), exact only as d → ∞ (docs/theory.md §13)"
+        )
+    return {"ok": not reasons, "reasons": reasons}
+
+
+def warn_formula_regime(setting: FormulaSetting, stacklevel: int = 2) -> dict[str, Any]:
+    """Warn with `FormulaRegimeWarning` if `setting` is outside the formula's regime.
+
+    **Arguments:**
+
+    - `setting`: a `FormulaSetting`.
+    - `stacklevel`: as for `warnings.warn` (2: the caller of this function).
+
+    **Returns:** `formula_regime(setting)`.
+
+    **Example:**
+    ```python
+    regime = warn_formula_regime(setting)
+    ```
+    """
+    regime = formula_regime(setting)
+    if not regime["ok"]:
+        warnings.warn(
+            "the collapse formula is used outside its regime: " + "; ".join(regime["reasons"]),
+            FormulaRegimeWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return regime
+
+
+def _setting(setting: FormulaSetting | None, kwargs: dict[str, Any]) -> FormulaSetting:
+    if setting is None:
+        return FormulaSetting(**kwargs)
+    if kwargs:
+        raise TypeError(
+            f"pass either a `FormulaSetting` or keywords, not both (got {', '.join(kwargs)})."
+        )
+    return setting
 
 
 class CollapseFormula(eqx.Module):
@@ -104,17 +265,7 @@ def _field(t, y, args):
 
 
 def collapse_formula_terms(
-    schedule: AbstractSchedule,
-    *,
-    target_norm: ArrayLike,
-    weight: ArrayLike = 0.5,
-    scale: ArrayLike = 1.0,
-    init_norm: ArrayLike,
-    dim: ArrayLike,
-    t_end: ArrayLike,
-    rate: ArrayLike = 1.0,
-    scale_coupling: str = "adiabatic",
-    variational_scale: ArrayLike | None = None,
+    schedule: AbstractSchedule, setting: FormulaSetting | None = None, /, **kwargs: Any
 ) -> CollapseFormula:
     """The formula's terms: ΔΛ, the forced bias, the final overlap and P (eqs. (P1)–(P9)).
 
@@ -129,19 +280,20 @@ def collapse_formula_terms(
     terms.log_ratio, terms.p
     ```
     """
-    if scale_coupling not in SCALE_COUPLINGS:
-        raise ValueError(
-            f"`scale_coupling` must be one of {SCALE_COUPLINGS}, got {scale_coupling!r}."
-        )
-    if scale_coupling == "adiabatic" and variational_scale is not None:
-        raise ValueError('`variational_scale` is only used with `scale_coupling="frozen"`.')
+    setting = _setting(setting, kwargs)
+    warn_formula_regime(setting, stacklevel=2)
+    return _formula_terms(schedule, setting)
+
+
+def _formula_terms(schedule: AbstractSchedule, setting: FormulaSetting) -> CollapseFormula:
     dtype = jnp.result_type(float)
     jumps = tuple(b for b in schedule.breakpoints if b > 0)  # static kinks, if known
     schedule = jax.tree.map(lambda x: jnp.asarray(x, dtype), schedule)
-    numbers = (target_norm, weight, scale, init_norm, dim, t_end, rate)
+    f = setting
+    numbers = (f.target_norm, f.weight, f.scale, f.init_norm, f.dim, f.t_end, f.rate)
     numbers = tuple(jnp.asarray(x, dtype) for x in numbers)
-    if scale_coupling == "frozen":
-        s0 = scale if variational_scale is None else variational_scale
+    if f.scale_coupling == "frozen":
+        s0 = f.scale if f.variational_scale is None else f.variational_scale
         frozen = jnp.asarray(s0, dtype)
     else:
         frozen = None
@@ -161,25 +313,13 @@ def _terms(schedule, numbers, frozen, jumps) -> CollapseFormula:
     logit_rho = jnp.log(rho / (1 - rho))
     # Outer integral over |v0| = σ0 z, z half-normal, on its probability scale (eq. (P9)).
     z = jnp.asarray(_Z_NODES, dtype)
-    controller: diffrax.AbstractStepSizeController = diffrax.PIDController(rtol=1e-8, atol=1e-10)
-    if jumps is not None:
-        controller = diffrax.ClipStepSizeController(controller, jump_ts=jumps)
     zero = jnp.zeros((), dtype)
 
     def solve(log_v0):
         args = (schedule, half_sep, sigma, logit_rho, rate, log_v0, log_s0)
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_field),
-            diffrax.Tsit5(),
-            zero,
-            t1,
-            None,
-            (ell0, zero, zero, zero),
-            args=args,
-            stepsize_controller=controller,
-            max_steps=16384,
-        )
-        ell, log_a, log_ratio, drift = (x[-1] for x in sol.ys)  # type: ignore
+        y0 = (ell0, zero, zero, zero)
+        end = integrate_final(_field, y0, args, zero, t1, _OPTIONS, breakpoints=jumps)
+        ell, log_a, log_ratio, drift = end.y
         log_s2 = _log_s2(schedule, t1, sigma, log_s0)
         return log_ratio, drift, _overlap(_log_sep2(ell, log_v0, log_a), log_s2)
 
@@ -193,38 +333,22 @@ def _terms(schedule, numbers, frozen, jumps) -> CollapseFormula:
 
 
 def p_collapse_formula(
-    schedule: AbstractSchedule,
-    *,
-    target_norm: ArrayLike,
-    weight: ArrayLike = 0.5,
-    scale: ArrayLike = 1.0,
-    init_norm: ArrayLike,
-    dim: ArrayLike,
-    t_end: ArrayLike,
-    rate: ArrayLike = 1.0,
-    scale_coupling: str = "adiabatic",
-    variational_scale: ArrayLike | None = None,
+    schedule: AbstractSchedule, setting: FormulaSetting | None = None, /, **kwargs: Any
 ) -> Float[Array, ""]:
     """Predicted P(collapse by mean alignment) for K = J = 2 on an antipodal target (eq. (P9)).
 
     P = P(|v(t_end)| < |u(t_end)|), the probability that both means end on the same side of the
     target's symmetry plane, from the growth rates of the symmetric and antisymmetric modes
     integrated along the schedule and the exact initial law of (u0, v0). Differentiable in the
-    schedule's parameters (gradients through diffrax). Assumptions and regime: docs/theory.md §13.
+    schedule's parameters (gradients through diffrax). Assumptions and regime: docs/theory.md §13;
+    outside the regime (`formula_regime`) it warns with `FormulaRegimeWarning`.
 
     **Arguments:**
 
     - `schedule`: β(t), any `AbstractSchedule`.
-    - `target_norm`: |μ|: the target means are ±μ.
-    - `weight`: ρ, the weight of the first target mode (default ½).
-    - `scale`: σ, the target's component scale.
-    - `init_norm`: c: the initial means are m_k = c g_k/√d (eq. (B1)).
-    - `dim`: d.
-    - `t_end`: the horizon of the flow.
-    - `rate`: η_m, the learning rate of the means (weights start equal, w_k = ½).
-    - `scale_coupling`: "adiabatic" (s² = σ²/β(t), eq. (S5); also the large-d limit of a trained
-      scale) or "frozen" (s fixed at `variational_scale`, default σ).
-    - `variational_scale`: s for `scale_coupling="frozen"`.
+    - `setting`: a `FormulaSetting`; or, instead, its fields as keywords: `target_norm`,
+      `init_norm`, `dim`, `t_end` (required), `weight`, `scale`, `rate`, `scale_coupling`,
+      `variational_scale`, `weights_rate`, `scale_rate` (see `FormulaSetting`).
 
     **Returns:** the scalar P in [0, 1].
 
@@ -234,15 +358,6 @@ def p_collapse_formula(
                            dim=1000, t_end=300.0)
     ```
     """
-    return collapse_formula_terms(
-        schedule,
-        target_norm=target_norm,
-        weight=weight,
-        scale=scale,
-        init_norm=init_norm,
-        dim=dim,
-        t_end=t_end,
-        rate=rate,
-        scale_coupling=scale_coupling,
-        variational_scale=variational_scale,
-    ).p
+    setting = _setting(setting, kwargs)
+    warn_formula_regime(setting, stacklevel=2)
+    return _formula_terms(schedule, setting).p

@@ -1,4 +1,5 @@
-"""The one place where diffrax is called: both routes integrate through `integrate`."""
+"""The one place where diffrax is called: the routes integrate through `integrate`, the collapse
+formula through `integrate_final`; both share one `diffeqsolve` call (`_diffeqsolve`)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,13 @@ SOLVERS: dict[str, Callable[[], dfx.AbstractSolver]] = {
 }
 
 
+# The adjoint registry: how gradients pass through a solve (diffrax's adjoints).
+ADJOINTS: dict[str, Callable[[], dfx.AbstractAdjoint]] = {
+    "recursive-checkpoint": dfx.RecursiveCheckpointAdjoint,
+    "direct": dfx.DirectAdjoint,
+}
+
+
 class SolverOptions(eqx.Module):
     """How to integrate: an adaptive solver by name with tolerances, or fixed Euler steps.
 
@@ -34,6 +42,10 @@ class SolverOptions(eqx.Module):
     - `progress`: show a tqdm progress bar.
     - `quadrature`: Gauss–Hermite nodes per dimension for K or J ≥ 3 in the theory (None: the
       accurate default rule; see `gaussian_expectation`).
+    - `adjoint`: how `jax.grad` passes through the solve: "recursive-checkpoint" (default,
+      diffrax's discretise-then-optimise) or "direct".
+    - `throw`: raise on a failed solve (diffrax's `throw`). False (default) for the simulation
+      routes, which report failures in `Trajectory.result`; the formula (eq. (P9)) raises.
 
     **Example:**
     ```python
@@ -47,10 +59,62 @@ class SolverOptions(eqx.Module):
     max_steps: int = eqx.field(static=True, default=100_000)
     progress: bool = eqx.field(static=True, default=False)
     quadrature: int | None = eqx.field(static=True, default=None)
+    adjoint: str = eqx.field(static=True, default="recursive-checkpoint")
+    throw: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if self.solver not in SOLVERS:
             raise ValueError(f"`solver` must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
+        if self.adjoint not in ADJOINTS:
+            raise ValueError(
+                f"`adjoint` must be one of {', '.join(ADJOINTS)}, got {self.adjoint!r}."
+            )
+
+
+Breakpoints = tuple[float, ...] | Float[Array, " b"] | None
+
+
+def _diffeqsolve(
+    vector_field: Callable[[Any, Any, Any], Any],
+    y0: Any,
+    args: Any,
+    t0: Any,
+    t1: Any,
+    options: SolverOptions,
+    saveat: dfx.SaveAt,
+    fixed_step: float | None,
+    breakpoints: Breakpoints,
+) -> dfx.Solution:
+    """The one `diffrax.diffeqsolve` call: solver, controller, adjoint and meter from `options`."""
+    if fixed_step is not None:
+        solver: dfx.AbstractSolver = dfx.Euler()
+        controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize()
+        dt0 = fixed_step
+    else:
+        solver = SOLVERS[options.solver]()
+        controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
+        if isinstance(breakpoints, tuple):
+            jumps = [b for b in breakpoints if b > 0]
+            breakpoints = jnp.asarray(jumps) if jumps else None
+        if breakpoints is not None:
+            controller = dfx.ClipStepSizeController(controller, jump_ts=breakpoints)
+        dt0 = None
+    meter = dfx.TqdmProgressMeter() if options.progress else dfx.NoProgressMeter()
+    return dfx.diffeqsolve(
+        dfx.ODETerm(vector_field),
+        solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        adjoint=ADJOINTS[options.adjoint](),
+        max_steps=options.max_steps,
+        throw=options.throw,
+        progress_meter=meter,
+    )
 
 
 def integrate(
@@ -62,42 +126,28 @@ def integrate(
     save: Callable[[Any, Any, Any], Any],
     *,
     fixed_step: float | None = None,
-    breakpoints: tuple[float, ...] = (),
+    breakpoints: Breakpoints = (),
     final: Callable[[Any], Any] = lambda y: y,
 ) -> Trajectory:
     """Integrate dy/dt = vector_field(t, y, args) over [ts[0], ts[-1]] into a `Trajectory`.
 
     Saves the record `save(t, y, args)` at `ts`, and `final(y)` of the state at the final time.
     With `fixed_step`, uses explicit Euler with that step (the SGD route); otherwise the adaptive
-    solver of `options`, stepping exactly onto the schedule's kinks `breakpoints`. Never raises on a
-    failed solve: see `Trajectory.failure`.
+    solver of `options`, stepping exactly onto the schedule's kinks `breakpoints` (a tuple, as
+    `AbstractSchedule.breakpoints` gives, of which the positive ones count; or an array of
+    positive times, traced or not). Never raises on a failed solve (unless `options.throw`): see
+    `Trajectory.failure`.
+
+    **Returns:** a `Trajectory`.
+
+    **Example:**
+    ```python
+    traj = integrate(field, y0, args, jnp.linspace(0.0, 10.0, 11), SolverOptions(), save)
+    ```
     """
-    if fixed_step is not None:
-        solver: dfx.AbstractSolver = dfx.Euler()
-        controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize()
-        dt0 = fixed_step
-    else:
-        solver = SOLVERS[options.solver]()
-        jumps = [b for b in breakpoints if b > 0]
-        controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
-        if jumps:
-            controller = dfx.ClipStepSizeController(controller, jump_ts=jnp.asarray(jumps))
-        dt0 = None
     saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save), dfx.SubSaveAt(t1=True)])
-    meter = dfx.TqdmProgressMeter() if options.progress else dfx.NoProgressMeter()
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(vector_field),
-        solver,
-        ts[0],
-        ts[-1],
-        dt0,
-        y0,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=controller,
-        max_steps=options.max_steps,
-        throw=False,
-        progress_meter=meter,
+    sol = _diffeqsolve(
+        vector_field, y0, args, ts[0], ts[-1], options, saveat, fixed_step, breakpoints
     )
     saved, last = sol.ys  # pyright: ignore
     return Trajectory(
@@ -106,4 +156,54 @@ def integrate(
         result=sol.result,
         num_steps=jnp.asarray(sol.stats["num_steps"]),
         final=final(jax.tree.map(lambda x: x[-1], last)),
+    )
+
+
+class FinalState(eqx.Module):
+    """The state at the end of a solve (`integrate_final`).
+
+    **Fields:** `y`, the state at t1; `result`, diffrax's `RESULTS` item; `num_steps`.
+    """
+
+    y: Any
+    result: dfx.RESULTS
+    num_steps: Array
+
+
+def integrate_final(
+    vector_field: Callable[[Any, Any, Any], Any],
+    y0: Any,
+    args: Any,
+    t0: Any,
+    t1: Any,
+    options: SolverOptions,
+    *,
+    breakpoints: Breakpoints = (),
+) -> FinalState:
+    """Integrate dy/dt = vector_field(t, y, args) from t0 to t1, saving only the final state.
+
+    The same entry as `integrate` (one solver, controller and adjoint choice from `options`), for
+    computations that need y(t1) alone, such as the collapse formula (eqs. (P4)–(P7)).
+
+    **Arguments:**
+
+    - `vector_field`, `y0`, `args`: the ODE, its initial state and its arguments.
+    - `t0`, `t1`: the interval (arrays or numbers; traced is fine).
+    - `options`: solver, tolerances, `max_steps`, `adjoint`, `throw`.
+    - `breakpoints`: kinks to step onto exactly, as for `integrate`.
+
+    **Returns:** a `FinalState`.
+
+    **Example:**
+    ```python
+    y1 = integrate_final(lambda t, y, a: -y, 1.0, None, 0.0, 1.0, SolverOptions()).y  # e^{-1}
+    ```
+    """
+    sol = _diffeqsolve(
+        vector_field, y0, args, t0, t1, options, dfx.SaveAt(t1=True), None, breakpoints
+    )
+    return FinalState(
+        y=jax.tree.map(lambda x: x[-1], sol.ys),
+        result=sol.result,
+        num_steps=jnp.asarray(sol.stats["num_steps"]),
     )

@@ -10,6 +10,8 @@ import tomllib
 from typing import Any
 
 ESTIMATORS = ("exact", "mc-fixed", "mc-fresh", "mc-fresh-projected")
+# The schedule kinds and their parameters, jax-free: the same names as the one schedule table
+# `_annealing._schedules.SCHEDULES` (tests/test_schedules.py keeps them equal).
 ANNEALING_KINDS = {
     "none": (),
     "linear": ("beta0", "duration"),

@@ -8,13 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._annealing._schedules import (
-    AbstractSchedule,
-    ExponentialSchedule,
-    GeometricSchedule,
-    LinearSchedule,
-    NoAnnealing,
-)
+from .._annealing._schedules import AbstractSchedule, schedule_from_kind, schedule_parameters
 from .._dynamics._full import solve_full
 from .._dynamics._rates import LearningRates
 from .._dynamics._solve import SolverOptions
@@ -132,17 +126,10 @@ def _initial_means(exp: Experiment, U: np.ndarray, key: jax.Array) -> np.ndarray
 
 
 def build_schedule(exp: Experiment) -> AbstractSchedule:
+    """The schedule of `[annealing]`, through the one constructor `schedule_from_kind`."""
     a = exp.annealing
-    beta0, duration, rate = (
-        float(x) if x is not None else 0.0 for x in (a.beta0, a.duration, a.rate)
-    )
-    if a.kind == "none":
-        return NoAnnealing()
-    if a.kind == "linear":
-        return LinearSchedule(beta0, duration)
-    if a.kind == "geometric":
-        return GeometricSchedule(beta0, duration)
-    return ExponentialSchedule(beta0, rate)
+    params = {n: float(getattr(a, n)) for n in schedule_parameters(a.kind)}
+    return schedule_from_kind(a.kind, params)
 
 
 def make_estimator(sim: SimulationConfig, key: jax.Array) -> AbstractEstimator:

@@ -4,26 +4,41 @@ docs/theory.md, §14. The library half (the objective and its optimiser) is `_an
 """
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
-from .._annealing._design import DESIGN_KINDS, EXP_FACTOR, make_schedule, optimise_schedule
-from .._annealing._formula import p_collapse_formula
+from .._annealing._design import optimise_schedule
+from .._annealing._formula import (
+    FormulaRegimeWarning,
+    FormulaSetting,
+    p_collapse_formula,
+    warn_formula_regime,
+)
+from .._annealing._schedules import (
+    annealing_time,
+    design_kinds,
+    design_parameters,
+    make_schedule,
+    schedule_parameters,
+)
 from .._experiments._config import ConfigError, Experiment
 
 
-def formula_arguments(exp: Experiment) -> dict[str, Any]:
-    """The arguments of `p_collapse_formula` for an experiment, or a one-line `ConfigError`.
+def formula_arguments(exp: Experiment) -> FormulaSetting:
+    """The `FormulaSetting` of an experiment, or a one-line `ConfigError`.
 
     The formula covers K = J = 2, an antipodal target, random initialisation with equal initial
-    weights, and an adiabatic (or frozen, rate 0) scale.
+    weights, and an adiabatic (or frozen, rate 0) scale. A trained scale is mapped to the adiabatic
+    case and ρ ≠ ½ is accepted, both outside the formula's regime: the setting carries the
+    experiment's `weights_rate` and `scale_rate` so that `formula_regime` says so.
 
     **Arguments:**
 
     - `exp`: a parsed experiment.
 
-    **Returns:** keyword arguments for `p_collapse_formula` (all but the schedule).
+    **Returns:** a `FormulaSetting` (everything the formula needs but the schedule).
 
     **Example:**
     ```python
@@ -39,6 +54,7 @@ def formula_arguments(exp: Experiment) -> dict[str, Any]:
         raise ConfigError("`variational.init.kind`: the collapse formula needs random init.")
     if abs(v.weights[0] - v.weights[1]) > 1e-12:
         raise ConfigError("`variational.weights`: the collapse formula needs equal weights.")
+    scale_rate = 0.0
     if a.scale == "adiabatic":
         coupling: dict[str, Any] = {"scale_coupling": "adiabatic"}
     elif v.learning_rates["scale"] == 0.0:
@@ -46,7 +62,8 @@ def formula_arguments(exp: Experiment) -> dict[str, Any]:
     else:
         # a trained scale relaxes to σ²/β(t) (up to O(1/d)): the formula's adiabatic case
         coupling = {"scale_coupling": "adiabatic"}
-    return dict(
+        scale_rate = float(v.learning_rates["scale"])
+    return FormulaSetting(
         target_norm=t.means["norm"],
         weight=t.weights[0],
         scale=t.scale,
@@ -54,6 +71,8 @@ def formula_arguments(exp: Experiment) -> dict[str, Any]:
         dim=exp.dim,
         t_end=exp.t_end,
         rate=v.learning_rates["means"],
+        weights_rate=float(v.learning_rates["weights"]),
+        scale_rate=scale_rate,
         **coupling,
     )
 
@@ -110,7 +129,8 @@ def simulate_collapse(
     **Arguments:**
 
     - `exp`: the experiment (its annealing table is replaced).
-    - `kind`, `beta0`, `duration`: the schedule (see `make_schedule`).
+    - `kind`, `beta0`, `duration`: the schedule in the design's coordinates (β0, τ); see
+      `make_schedule` (for "exponential", rate = 3/τ).
     - `seeds`: Monte Carlo trajectories.
     - `progress`: a progress bar.
 
@@ -129,12 +149,8 @@ def simulate_collapse(
     raw = _plain(exp.to_dict())
     raw.pop("sweep", None)
     raw.pop("flow", None)
-    annealing = {"kind": kind, "beta0": float(beta0), "scale": exp.annealing.scale}
-    if kind == "exponential":
-        annealing["rate"] = EXP_FACTOR / float(duration)
-    else:
-        annealing["duration"] = float(duration)
-    raw["annealing"] = annealing
+    params = design_parameters(kind, float(beta0), float(duration))
+    raw["annealing"] = {"kind": kind, **params, "scale": exp.annealing.scale}
     raw["sweep"] = {"seeds": seeds, "chunk": min(seeds, 2000)}
     raw["sweep"]["parameters"] = {"annealing.beta0": [float(beta0)]}
     work = tempfile.mkdtemp(prefix="modecollapse-design-")
@@ -173,6 +189,10 @@ def design_experiment(
     - `seeds`: theory-ODE trajectories for the simulated P(collapse) at the optimum.
     - `progress`: progress bars.
 
+    Outside the formula's regime (`formula_regime`: ρ ≠ ½ with trainable weights, or a trained
+    scale treated as adiabatic) it warns once with `FormulaRegimeWarning`; the report's
+    `formula_regime` is `{"ok": ..., "reasons": [...]}` either way.
+
     **Returns:** `(report, png)`: the JSON-ready report and the figure (landscape and path).
 
     **Example:**
@@ -182,37 +202,42 @@ def design_experiment(
     ```
     """
     kind = exp.annealing.kind
-    if kind not in DESIGN_KINDS:
+    if kind not in design_kinds():
         raise ConfigError(
-            f"`annealing.kind`: design needs a schedule family {DESIGN_KINDS}, got {kind!r}."
+            f"`annealing.kind`: design needs a schedule family {design_kinds()}, got {kind!r}."
         )
     formula = formula_arguments(exp)
+    regime = warn_formula_regime(formula)  # said once here, and recorded in the report
     a = exp.annealing
-    beta0 = float(a.beta0)  # type: ignore[arg-type]
-    duration = float(a.duration) if kind != "exponential" else EXP_FACTOR / float(a.rate)  # type: ignore[arg-type]
-    result = optimise_schedule(
-        kind,
-        formula,
-        beta0=beta0,
-        duration=duration,
-        price=price,
-        steps=steps,
-        budget=budget,
-        progress=progress,
-    )
+    params = {n: float(getattr(a, n)) for n in schedule_parameters(kind)}
+    beta0 = params["beta0"]
+    duration = float(annealing_time(kind, params))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FormulaRegimeWarning)
+        result = optimise_schedule(
+            kind,
+            formula,
+            beta0=beta0,
+            duration=duration,
+            price=price,
+            steps=steps,
+            budget=budget,
+            progress=progress,
+        )
+        betas = np.geomspace(0.005, 1.0, 7)
+        taus = np.geomspace(1.0, 400.0, 7)
+        land = np.array(
+            [
+                [float(p_collapse_formula(make_schedule(kind, b, t), formula)) for t in taus]
+                for b in betas
+            ]
+        )
     best_sim = simulate_collapse(exp, kind, result.beta0, result.duration, seeds, progress)
-    betas = np.geomspace(0.005, 1.0, 7)
-    taus = np.geomspace(1.0, 400.0, 7)
-    land = np.array(
-        [
-            [float(p_collapse_formula(make_schedule(kind, b, t), **formula)) for t in taus]
-            for b in betas
-        ]
-    )
     report = dict(
         family=kind,
         price=price,
-        formula_arguments=formula,
+        formula_arguments=formula.to_dict(),
+        formula_regime=regime,
         start=dict(
             beta0=beta0,
             duration=duration,
