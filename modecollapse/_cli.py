@@ -20,7 +20,7 @@ from ._experiments._io import write_outputs
 from ._jobs._agreement import COMMAND as AGREEMENT
 from ._jobs._command import Command, Prepared
 from ._jobs._compare import COMMAND as COMPARE
-from ._jobs._design_command import COMMAND as DESIGN
+from ._jobs._design import COMMAND as DESIGN
 from ._jobs._flow import COMMAND as FLOW
 from ._jobs._run import COMMAND as RUN
 from ._jobs._show_config import COMMAND as CONFIG

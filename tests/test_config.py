@@ -163,7 +163,7 @@ def test_design_refuses_what_the_formula_checks_before_compiling(tmp_path, capsy
 
 def test_a_failed_runtime_check_is_a_one_line_error_not_nan(tmp_path, capsys, monkeypatch):
     """With the config check bypassed, the formula's `eqx.error_if` still stops `design`."""
-    from modecollapse._jobs import _design_command
+    from modecollapse._jobs import _design as _design_command
 
     monkeypatch.setattr(_design_command, "check_formula_inputs", lambda exp: None)
     out = tmp_path / "o"
