@@ -53,7 +53,7 @@ def _target(dim: int) -> GaussianMixture:
 
 @eqx.filter_jit
 def _quality(x, log_q, target):
-    log_p = jax.vmap(target._log_prob)(x)
+    log_p = jax.vmap(target.log_prob_single)(x)
     masses = sample_mode_masses(x, target)
     return jnp.mean(log_q - log_p), masses
 
@@ -90,7 +90,7 @@ def _flowjax_setup(dim, target):
             invert=False,
         )
 
-    loss = ElboLoss(target._log_prob, num_samples=PARTICLES)
+    loss = ElboLoss(target.log_prob_single, num_samples=PARTICLES)
     # one optimizer object for all fits: flowjax's jitted step takes it as a static argument, so a
     # fresh optax.adam per fit would recompile the step at every run
     optimizer = optax.adam(LR)

@@ -17,7 +17,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ._mixtures import GaussianMixture
-from ._numerics._expectations import expected_softmax_stats, sqrt_psd
+from ._numerics._expectations import expected_softmax_stats
+from ._numerics._linalg import sqrt_psd
 from ._objective import gram_objective
 from ._summary import GramState, TargetStatistics, Trajectory
 
@@ -133,10 +134,7 @@ def component_mode_masses(
     e = component_mode_masses(GramState.from_models(q, p), TargetStatistics.from_target(p))
     ```
     """
-    s2 = jnp.exp(2 * state.log_scale)
-    sig2 = target.scale**2
-    mean_p = target.log_weights + (state.R - 0.5 * jnp.diag(target.T)) / sig2
-    cov_p = s2 * target.T / sig2**2
+    mean_p, cov_p = target.logit_law(state)  # eq. (G1)
     return jax.vmap(lambda m: expected_softmax_stats(m, cov_p, nodes)[1])(mean_p)
 
 
@@ -162,10 +160,8 @@ def mode_masses(
 
 def _logit_samples(state: GramState, target: TargetStatistics, key: PRNGKeyArray, n: int):
     """Target logits of n reparameterised samples per component: (K, n, J), eq. (G1)."""
-    s2 = jnp.exp(2 * state.log_scale)
-    sig2 = target.scale**2
-    mean_p = target.log_weights + (state.R - 0.5 * jnp.diag(target.T)) / sig2
-    L = sqrt_psd(s2 * target.T / sig2**2)
+    mean_p, cov_p = target.logit_law(state)  # eq. (G1)
+    L = sqrt_psd(cov_p)
     z = jr.normal(key, mean_p.shape[:1] + (n, mean_p.shape[1]), dtype=mean_p.dtype)
     return mean_p[:, None, :] + z @ L.T
 
@@ -243,7 +239,7 @@ def mode_score(
 
 
 def _sample_logits(x: Float[Array, "n d"], target: GaussianMixture):
-    return jax.vmap(target._component_logits)(x)
+    return jax.vmap(target.component_logits_single)(x)
 
 
 def sample_mode_masses(x: Float[Array, "n d"], target: GaussianMixture) -> Float[Array, " j"]:

@@ -9,12 +9,15 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from ._numerics._dtypes import as_float
+
 
 class AbstractIsotropicMixture(eqx.Module):
     """Σ_k w_k N(x; m_k, s² I_d): a mixture of isotropic Gaussians sharing one scale s.
 
-    Concrete subclasses say how the weights and the scale are parameterised. Public methods act on
-    a trailing axis of size d and broadcast over any leading batch axes.
+    Concrete subclasses say how the weights and the scale are parameterised. The `*_single`
+    methods act on one point of shape (d,) (the vmap-friendly core, as in flowjax); the others act
+    on a trailing axis of size d and broadcast over any leading batch axes.
     """
 
     means: eqx.AbstractVar[Float[Array, "n d"]]
@@ -41,24 +44,62 @@ class AbstractIsotropicMixture(eqx.Module):
     def n_components(self) -> int:
         return self.means.shape[0]
 
-    def _component_logits(self, x: Float[Array, " d"]) -> Float[Array, " n"]:
-        # log w_k + (x·m_k − |m_k|²/2)/s²  (eq. (M2))
+    def component_logits_single(self, x: Float[Array, " d"]) -> Float[Array, " n"]:
+        """Logits log w_k + (x·m_k − |m_k|²/2)/s² of one point x, shape (d,) (eq. (M2)).
+
+        **Arguments:**
+
+        - `x`: one point, shape (d,).
+
+        **Returns:** the (n,) logits; their softmax is `responsibilities(x)`.
+
+        **Example:**
+        ```python
+        p = GaussianMixture(jnp.array([[3.0], [-3.0]]), jnp.array([0.5, 0.5]))
+        jax.vmap(p.component_logits_single)(jnp.zeros((10, 1))).shape  # (10, 2)
+        ```
+        """
         s2 = self.scale**2
         sq = jnp.sum(self.means**2, axis=-1)
         return self.log_weights + (self.means @ x - 0.5 * sq) / s2
 
-    def _log_prob(self, x: Float[Array, " d"]) -> Float[Array, ""]:
-        # log density = LSE(logits) − |x|²/(2s²) − (d/2) log(2π s²)  (eq. (M1))
+    def log_prob_single(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        """Log density of one point x, shape (d,): LSE(logits) − |x|²/(2s²) − (d/2) log(2π s²)
+        (eq. (M1)); `log_prob` vectorises it.
+
+        **Arguments:**
+
+        - `x`: one point, shape (d,).
+
+        **Returns:** a scalar.
+
+        **Example:**
+        ```python
+        jax.vmap(p.log_prob_single)(x)  # == p.log_prob(x) for x of shape (n, d)
+        ```
+        """
         s2 = self.scale**2
         return (
-            jax.nn.logsumexp(self._component_logits(x))
+            jax.nn.logsumexp(self.component_logits_single(x))
             - 0.5 * jnp.sum(x**2) / s2
             - 0.5 * self.dim * jnp.log(2 * math.pi * s2)
         )
 
-    def _score(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
-        # ∇ log density = (Σ_k π_k(x) m_k − x)/s²  (eq. (M3))
-        pi = jax.nn.softmax(self._component_logits(x))
+    def score_single(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        """∇ log density (Σ_k π_k(x) m_k − x)/s² at one point x, shape (d,) (eq. (M3)).
+
+        **Arguments:**
+
+        - `x`: one point, shape (d,).
+
+        **Returns:** the (d,) score; `score` vectorises it.
+
+        **Example:**
+        ```python
+        p.score_single(jnp.zeros(p.dim))
+        ```
+        """
+        pi = jax.nn.softmax(self.component_logits_single(x))
         return (pi @ self.means - x) / self.scale**2
 
     def log_prob(self, x: Float[Array, "*batch d"]) -> Float[Array, "*batch"]:
@@ -76,7 +117,7 @@ class AbstractIsotropicMixture(eqx.Module):
         p.log_prob(jnp.zeros((10, 1))).shape  # (10,)
         ```
         """
-        return jnp.vectorize(self._log_prob, signature="(d)->()")(x)
+        return jnp.vectorize(self.log_prob_single, signature="(d)->()")(x)
 
     def score(self, x: Float[Array, "*batch d"]) -> Float[Array, "*batch d"]:
         """∇_x log density (eq. (M3)), shape (..., d).
@@ -93,7 +134,7 @@ class AbstractIsotropicMixture(eqx.Module):
         p.score(jnp.zeros(1))  # Array([0.])
         ```
         """
-        return jnp.vectorize(self._score, signature="(d)->(d)")(x)
+        return jnp.vectorize(self.score_single, signature="(d)->(d)")(x)
 
     def responsibilities(self, x: Float[Array, "*batch d"]) -> Float[Array, "*batch n"]:
         """Posterior component probabilities π_k(x) = softmax_k of eq. (M2).
@@ -110,7 +151,7 @@ class AbstractIsotropicMixture(eqx.Module):
         p.responsibilities(jnp.array([3.0]))  # ≈ [1, 0]
         ```
         """
-        fn = lambda y: jax.nn.softmax(self._component_logits(y))  # noqa: E731
+        fn = lambda y: jax.nn.softmax(self.component_logits_single(y))  # noqa: E731
         return jnp.vectorize(fn, signature="(d)->(n)")(x)
 
     def sample(self, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()) -> Array:
@@ -142,7 +183,7 @@ class GaussianMixture(AbstractIsotropicMixture):
 
     **Arguments:**
 
-    - `means`: μ, shape (J, d).
+    - `means`: μ, shape (J, d); its floating dtype is kept (float32 stays float32 under x64).
     - `weights`: ρ, shape (J,), positive and summing to 1.
     - `scale`: σ > 0 (default 1).
 
@@ -159,9 +200,9 @@ class GaussianMixture(AbstractIsotropicMixture):
     scale_: Float[Array, ""]
 
     def __init__(self, means: ArrayLike, weights: ArrayLike, scale: ArrayLike = 1.0):
-        self.means = jnp.asarray(means, dtype=float)
-        weights = jnp.asarray(weights, dtype=self.means.dtype)
-        scale = jnp.asarray(scale, dtype=self.means.dtype)
+        self.means = as_float(means)  # keeps float32 under x64
+        weights = as_float(weights, like=self.means)
+        scale = as_float(scale, like=self.means)
         weights = eqx.error_if(
             weights,
             jnp.any(weights <= 0) | (jnp.abs(jnp.sum(weights) - 1) > 1e-6),
@@ -201,7 +242,7 @@ class GaussianMixture(AbstractIsotropicMixture):
         p.tempered(0.5).log_prob(jnp.zeros(1))  # 0.5 * p.log_prob(0)
         ```
         """
-        return TemperedTarget(self, jnp.asarray(beta, dtype=self.means.dtype))
+        return TemperedTarget(self, as_float(beta, like=self.means))
 
 
 class TemperedTarget(eqx.Module):
@@ -239,9 +280,9 @@ class IsotropicMixture(AbstractIsotropicMixture):
 
     **Arguments:**
 
-    - `means`: m, shape (K, d).
-    - `logits`: a, shape (K,).
-    - `log_scale`: log s, a scalar.
+    - `means`: m, shape (K, d); its floating dtype is kept (float32 stays float32 under x64).
+    - `logits`: a, shape (K,), cast to the dtype of `means`.
+    - `log_scale`: log s, a scalar, cast to the dtype of `means`.
 
     **Example:**
     ```python
@@ -256,9 +297,9 @@ class IsotropicMixture(AbstractIsotropicMixture):
     log_scale: Float[Array, ""]
 
     def __init__(self, means: ArrayLike, logits: ArrayLike, log_scale: ArrayLike):
-        self.means = jnp.asarray(means, dtype=float)
-        self.logits = jnp.asarray(logits, dtype=self.means.dtype)
-        self.log_scale = jnp.asarray(log_scale, dtype=self.means.dtype)
+        self.means = as_float(means)  # keeps float32 under x64
+        self.logits = as_float(logits, like=self.means)
+        self.log_scale = as_float(log_scale, like=self.means)
 
     def __check_init__(self):
         if self.means.ndim != 2:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._mixtures import GaussianMixture, IsotropicMixture
+from ._numerics._dtypes import as_float
 from ._numerics._expectations import expected_lse
 from ._summary import GramState, TargetStatistics
 
@@ -39,16 +40,14 @@ def gram_objective(
     kl = gram_objective(state, TargetStatistics.from_target(p), 1.0, p.dim)
     ```
     """
+    beta, dim = as_float(beta, like=state.R), as_float(dim, like=state.R)  # the state's dtype
     s2 = jnp.exp(2 * state.log_scale)
     sig2 = target.scale**2
     log_w = jax.nn.log_softmax(state.logits)
     q_sq = jnp.diag(state.Q)
-    t_sq = jnp.diag(target.T)
-    mean_q = log_w + (state.Q - 0.5 * q_sq) / s2
-    mean_p = target.log_weights + (state.R - 0.5 * t_sq) / sig2
     lse = jax.vmap(expected_lse, (0, None, None))
-    lse_q = lse(mean_q, state.Q / s2, nodes)
-    lse_p = lse(mean_p, s2 * target.T / sig2**2, nodes)
+    lse_q = lse(*state.logit_law(), nodes)  # eq. (G1)
+    lse_p = lse(*target.logit_law(state), nodes)
     coef = 0.5 / s2 - 0.5 * beta / sig2
     g = (
         -(q_sq + dim * s2) * coef

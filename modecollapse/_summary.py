@@ -6,9 +6,44 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from ._mixtures import GaussianMixture, IsotropicMixture
+
+
+def gaussian_logit_law(
+    log_weights: Float[Array, " n"],
+    cross: Float[Array, "k n"],
+    gram: Float[Array, "n n"],
+    s2: ArrayLike,
+    scale2: ArrayLike,
+) -> tuple[Float[Array, "k n"], Float[Array, "n n"]]:
+    """The Gaussian law of a mixture's logits at x ~ N(m_k, s² I), for every k (eq. (G1)).
+
+    A mixture Σ_n ν_n N(c_n, τ² I) has logits ℓ_n = log ν_n + (x·c_n − |c_n|²/2)/τ² (eq. (M2)),
+    affine in x; under x = m_k + s z they are Gaussian with mean log ν_n + (m_k·c_n − |c_n|²/2)/τ²
+    and covariance s² (c_n·c_m)/τ⁴. Both `GramState.logit_law` (q's logits) and
+    `TargetStatistics.logit_law` (p's logits) are this law.
+
+    **Arguments:**
+
+    - `log_weights`: log ν, (n,).
+    - `cross`: m_k·c_n, (K, n).
+    - `gram`: c_n·c_m, (n, n).
+    - `s2`: s², the variance of x.
+    - `scale2`: τ², the mixture's variance.
+
+    **Returns:** `(mean, cov)` of shapes (K, n) and (n, n).
+
+    **Example:**
+    ```python
+    T = jnp.array([[9.0, -9.0], [-9.0, 9.0]])
+    mean, cov = gaussian_logit_law(jnp.log(jnp.array([0.5, 0.5])), jnp.zeros((1, 2)), T, 1.0, 1.0)
+    # mean = [[log ½ − 4.5, log ½ − 4.5]], cov = T
+    ```
+    """
+    mean = log_weights + (cross - 0.5 * jnp.diag(gram)) / scale2
+    return mean, s2 * gram / scale2**2
 
 
 class TargetStatistics(eqx.Module):
@@ -35,6 +70,29 @@ class TargetStatistics(eqx.Module):
     @classmethod
     def from_target(cls, target: GaussianMixture) -> "TargetStatistics":
         return cls(target.means @ target.means.T, target.log_weights, target.scale)
+
+    def logit_law(self, state: "GramState") -> tuple[Float[Array, "k j"], Float[Array, "j j"]]:
+        """Law of the target logits ℓ^p under x ~ N(m_k, s² I), for every k (eq. (G1)).
+
+        ℓ^p_j = log ρ_j + (x·μ_j − T_jj/2)/σ² has mean log ρ_j + (R_kj − T_jj/2)/σ² and covariance
+        s² T/σ⁴ (the same for every k).
+
+        **Arguments:**
+
+        - `state`: the summary statistics (R, Q, logits, log s) of q.
+
+        **Returns:** `(mean, cov)`: row k of `mean` (K, J) is the mean under component k; `cov`
+        is (J, J).
+
+        **Example:**
+        ```python
+        mean, cov = TargetStatistics.from_target(p).logit_law(GramState.from_models(q, p))
+        mean.shape, cov.shape  # (K, J), (J, J)
+        ```
+        """
+        return gaussian_logit_law(
+            self.log_weights, state.R, self.T, jnp.exp(2 * state.log_scale), self.scale**2
+        )
 
 
 class GramState(eqx.Module):
@@ -64,6 +122,24 @@ class GramState(eqx.Module):
     def from_models(cls, family: IsotropicMixture, target: GaussianMixture) -> "GramState":
         M = family.means
         return cls(M @ target.means.T, M @ M.T, family.logits, family.log_scale)
+
+    def logit_law(self) -> tuple[Float[Array, "k k"], Float[Array, "k k"]]:
+        """Law of q's own logits ℓ^q under x ~ N(m_k, s² I), for every k (eq. (G1)).
+
+        ℓ^q_l = log w_l + (x·m_l − Q_ll/2)/s² has mean log w_l + (Q_kl − Q_ll/2)/s² and
+        covariance Q/s² (the same for every k).
+
+        **Returns:** `(mean, cov)`: row k of `mean` (K, K) is the mean under component k; `cov`
+        is (K, K).
+
+        **Example:**
+        ```python
+        mean, cov = GramState.from_models(q, p).logit_law()
+        mean.shape, cov.shape  # (K, K), (K, K)
+        ```
+        """
+        s2 = jnp.exp(2 * self.log_scale)
+        return gaussian_logit_law(jax.nn.log_softmax(self.logits), self.Q, self.Q, s2, s2)
 
 
 class Trajectory(eqx.Module):

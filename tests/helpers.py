@@ -18,5 +18,6 @@ def random_problem(key, K: int, J: int, d: int, *, spread: float = 1.5, sigma: f
 
 
 def rel_err(a, b) -> float:
-    a, b = jnp.asarray(a), jnp.asarray(b)
+    # compared in float64 (explicitly: the tests run with strict dtype promotion)
+    a, b = jnp.asarray(a, jnp.float64), jnp.asarray(b, jnp.float64)
     return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-300))

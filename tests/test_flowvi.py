@@ -78,7 +78,7 @@ def test_train_flows_records_and_seed_independence(getkey):
     key = getkey()
     run = train_flows(key, p, sched, **_SMALL)
     swapped = train_flows(key, p, LinearSchedule(0.2, 0.5), seed_ids=jnp.array([1, 0]), **_SMALL)
-    np.testing.assert_allclose(run.times, jnp.arange(4) * 20 * 0.01)  # t_i = i·η (NF6)
+    np.testing.assert_allclose(run.times, jnp.arange(4.0) * 20 * 0.01)  # t_i = i·η (NF6)
     np.testing.assert_allclose(run.beta, jax.vmap(sched)(run.times))
     assert run.masses.shape == (2, 4, 2) and run.loss.shape == (2, 4)
     np.testing.assert_allclose(run.masses.sum(-1), 1.0, atol=1e-12)

@@ -5,7 +5,6 @@ from jaxtyping import Array, Float
 
 from .._annealing._schedules import AbstractSchedule
 from .._estimators._estimators import AbstractEstimator, ExactEstimator
-from .._estimators._particles import family_from_params
 from .._mixtures import GaussianMixture, IsotropicMixture
 from .._objective import objective
 from .._summary import GramState, Trajectory, record
@@ -13,21 +12,28 @@ from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
 
 
-def _full_vector_field(t, y, args):
-    means, logits, log_scale = y
+def _full_vector_field(t, y, args, step_index=None):
     target, schedule, estimator, rates = args
     beta = schedule(t)
 
     # The estimator's own route to ∇_θ F (chunked and memory-lean for the particle estimators).
-    family = family_from_params((means, logits, log_scale))
-    _, (g_means, g_logits, g_log_scale) = estimator.value_and_grad(family, target, beta, t)
+    family = IsotropicMixture(*y)
+    grads = estimator.value_and_grad(family, target, beta, t, step_index)[1]
+    g_means, g_logits, g_log_scale = grads
     dlog_s = rates.log_scale_rate(g_log_scale, schedule, t)
     return (-rates.means * g_means, -rates.weights * g_logits, dlog_s)
 
 
+def _sgd_vector_field(t, y, args):
+    # The fixed-step Euler route passes its integer step counter along (`StepCountingEuler`):
+    # step n of an SGD estimator draws the particles of fold_in(key, n) (issue 11, fault 7).
+    args, step_index = args
+    return _full_vector_field(t, y, args, step_index)
+
+
 def _full_save(t, y, args):
     target, schedule, _, _ = args
-    family = family_from_params(y)
+    family = IsotropicMixture(*y)
     return record(GramState.from_models(family, target), objective(family, target, schedule(t)))
 
 
@@ -66,7 +72,7 @@ def solve_full(
     """
     y0 = (family.means, family.logits, family.log_scale)
     return integrate(
-        _full_vector_field,
+        _full_vector_field if estimator.fixed_step is None else _sgd_vector_field,
         y0,
         (target, schedule, estimator, rates),
         ts,
@@ -74,5 +80,5 @@ def solve_full(
         _full_save,
         fixed_step=estimator.fixed_step,
         breakpoints=schedule.breakpoints,
-        final=family_from_params,
+        final=lambda y: IsotropicMixture(*y),
     )

@@ -15,20 +15,14 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._numerics._linalg import psd_factor
 from .._summary import GramState, TargetStatistics
-
-# Eigenvalues of T at or below this multiple of J·eps·max|λ| count as zero (rank deficiency).
-_RANK_RTOL = 1000.0
 
 
 def _target_factor(T: Float[Array, "j j"]) -> tuple[Float[Array, "j j"], Float[Array, " j"]]:
     """C (J×J) with C Cᵀ = T⁺ (T with eigenvalues clipped to ≥ 0), and the mask of its nonzero
     columns; the number of nonzero columns is the numerical rank r (eq. (B2))."""
-    lam, V = jnp.linalg.eigh(0.5 * (T + T.T))
-    eps = jnp.finfo(lam.dtype).eps
-    tol = _RANK_RTOL * T.shape[0] * eps * jnp.max(jnp.abs(lam), initial=0.0)
-    active = lam > tol
-    C = V * jnp.sqrt(jnp.where(active, lam, 0.0))
+    C, _, _, active = psd_factor(T)  # the package's one rank rule (docs, eq. (B2))
     return C, active.astype(T.dtype)
 
 
@@ -41,14 +35,15 @@ def _bartlett_factor(
     i < ν; every other entry is 0, so only the first min(K, ν) columns are nonzero.
     """
     nkey, gkey = jr.split(key)
-    idx = jnp.arange(components)
+    idx = jnp.arange(components, dtype=dtype)
     has_pivot = idx < nu  # row i has a pivot iff i < ν  (eq. (B6))
     # χ²_ν = 2 Gamma(ν/2)  (eq. (B7)); the placeholder shape 1 is masked out below.
     shape = jnp.where(has_pivot, 0.5 * (nu - idx), 1.0)
     chi2 = 2.0 * jr.gamma(gkey, shape, dtype=dtype)
     diag = jnp.where(has_pivot, jnp.sqrt(chi2), 0.0)
     Z = jr.normal(nkey, (components, components), dtype=dtype)
-    lower = jnp.tril(Z, -1) * has_pivot[None, :]  # columns j ≥ ν are empty  (eq. (B6))
+    # columns j ≥ ν are empty  (eq. (B6))
+    lower = jnp.where(has_pivot[None, :], jnp.tril(Z, -1), 0.0)
     return lower + jnp.diag(diag)
 
 
@@ -103,7 +98,7 @@ def sample_initial_overlaps(
 
     - `key`: a JAX PRNG key.
     - `target_means_gram`: T = U Uᵀ, (J, J), positive semi-definite. Eigenvalues at or below
-      1000·J·eps·max|λ| count as zero: they set the rank r.
+      `RANK_RTOL`·J·eps·max|λ| (1000·J·eps·max|λ|) count as zero: they set the rank r.
     - `components`: K, a static Python int.
     - `dim`: d ≥ max(1, r); a traced number, so changing it does not recompile.
     - `norm`: c, a scalar or one per component (K,); traced.

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._annealing._schedules import AbstractSchedule
+from .._numerics._dtypes import as_float, common_float
 from .._summary import GramState, TargetStatistics, Trajectory, record
 from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
@@ -34,11 +35,12 @@ def extensive_rates(rates: LearningRates, dim: ArrayLike) -> LearningRates:
     extensive_rates(LearningRates(1.0, 1.0, 1.0), 1024)  # (1, 1/1024, 1/1024)
     ```
     """
-    d = jnp.asarray(dim, dtype=float)
+    dtype = common_float(rates.means, rates.weights, rates.scale, dim)
+    d = jnp.asarray(dim, dtype)
     return LearningRates(
         rates.means,
-        jnp.asarray(rates.weights) / d,
-        jnp.asarray(rates.scale) / d,
+        jnp.asarray(rates.weights, dtype) / d,
+        jnp.asarray(rates.scale, dtype) / d,
         rates.adiabatic_scale,
     )
 
@@ -58,6 +60,7 @@ def normalise(state: GramState, target: TargetStatistics, dim: ArrayLike):
     s, t = normalise(GramState.from_models(q, p), TargetStatistics.from_target(p), p.dim)
     ```
     """
+    dim = as_float(dim, like=state.R)
     return (
         GramState(state.R / dim, state.Q / dim, state.logits, state.log_scale),
         TargetStatistics(target.T / dim, target.log_weights, target.scale),
@@ -94,7 +97,7 @@ def limit_vector_field(
     limit_vector_field(0.0, state, target, NoAnnealing(), LearningRates(1.0, 1.0, 1.0))
     ```
     """
-    beta = schedule(t)
+    beta = as_float(schedule(t), like=state.R)  # the state's dtype, whatever the schedule's
     sig2 = target.scale**2
     w = jax.nn.softmax(state.logits)
     P = _assignment(state, target)
@@ -112,7 +115,22 @@ def limit_vector_field(
 
 
 def limit_objective(state: GramState, target: TargetStatistics, beta: ArrayLike) -> Array:
-    """lim F/d: the objective per dimension in the limit (eq. (L6))."""
+    """lim F/d: the objective per dimension in the limit (eq. (L6)).
+
+    **Arguments:**
+
+    - `state`, `target`: normalised statistics (r, q, a, log s) and (t, log ρ, σ).
+    - `beta`: inverse temperature β.
+
+    **Returns:** the scalar F/d, in the dtype of the state.
+
+    **Example:**
+    ```python
+    state, target = normalise(GramState.from_models(q, p), TargetStatistics.from_target(p), 64)
+    limit_objective(state, target, 1.0)
+    ```
+    """
+    beta = as_float(beta, like=state.R)
     s2 = jnp.exp(2 * state.log_scale)
     sig2 = target.scale**2
     w = jax.nn.softmax(state.logits)

@@ -16,8 +16,10 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._annealing._schedules import AbstractSchedule
-from .._numerics._expectations import expected_softmax_stats, gaussian_rule, sqrt_psd
-from .._numerics._integrals import gauss_hermite
+from .._numerics._dtypes import as_float
+from .._numerics._expectations import expected_softmax_stats, gaussian_rule
+from .._numerics._integrals import tensor_gauss_hermite
+from .._numerics._linalg import sqrt_psd
 from .._summary import GramState, TargetStatistics, Trajectory
 from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
@@ -33,12 +35,7 @@ def _embedding_rule(dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (N, dim) and weights (N,) for E[f(u)], u ~ N(0, I_dim) (eq. (N5))."""
     if dim not in _EMBED_NODES:
         return gaussian_rule(dim)
-    x, w = gauss_hermite(_EMBED_NODES[dim])
-    nodes = np.stack([g.ravel() for g in np.meshgrid(*([x] * dim), indexing="ij")], axis=-1)
-    weights = np.prod(
-        np.stack([g.ravel() for g in np.meshgrid(*([w] * dim), indexing="ij")], axis=-1), -1
-    )
-    return nodes, weights
+    return tensor_gauss_hermite(dim, _EMBED_NODES[dim])
 
 
 def _particle_gradients(u: Array, aux):
@@ -105,6 +102,7 @@ def gradient_noise_trace(
     R, Q, T = state.R, state.Q, target.T
     K, J = R.shape
     dtype = R.dtype
+    beta, dim, particles = (as_float(x, like=R) for x in (beta, dim, particles))
     s2 = jnp.exp(2 * state.log_scale)
     sig2 = target.scale**2
     log_w = jax.nn.log_softmax(state.logits)
@@ -113,8 +111,7 @@ def gradient_noise_trace(
     eye = jnp.eye(K, dtype=dtype)
 
     # O(d) part: the coefficient of z along directions orthogonal to span{m, μ} (eqs. (N3), (N4)).
-    mean_q = log_w + (Q - 0.5 * jnp.diag(Q)) / s2
-    _, e_q, o_q = jax.vmap(expected_softmax_stats, (0, None, None))(mean_q, Q / s2, nodes)
+    _, e_q, o_q = jax.vmap(expected_softmax_stats, (0, None, None))(*state.logit_law(), nodes)
     w2 = w**2
     bulk = s2 * (
         eye * w2[:, None] * coef**2

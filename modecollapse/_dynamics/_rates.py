@@ -4,6 +4,7 @@ import equinox as eqx
 from jaxtyping import Array
 
 from .._annealing._schedules import AbstractSchedule, adiabatic_log_scale_rate
+from .._numerics._dtypes import as_float
 
 
 class LearningRates(eqx.Module):
@@ -30,7 +31,20 @@ class LearningRates(eqx.Module):
     adiabatic_scale: bool = eqx.field(static=True, default=False)
 
     def log_scale_rate(self, trained: Array, schedule: AbstractSchedule, t) -> Array:
-        """(log s)˙: −η_s ∂F/∂log s given `trained` = ∂F/∂log s, or eq. (S5) if adiabatic."""
+        """(log s)˙: −η_s ∂F/∂log s given `trained` = ∂F/∂log s, or eq. (S5) if adiabatic.
+
+        **Arguments:**
+
+        - `trained`: ∂F/∂log s; its dtype is the dtype of the result.
+        - `schedule`, `t`: β(t), for the adiabatic rate.
+
+        **Returns:** the scalar rate, in the dtype of `trained` (float32 stays float32).
+
+        **Example:**
+        ```python
+        LearningRates(scale=0.1).log_scale_rate(jnp.array(2.0), NoAnnealing(), 0.0)  # -0.2
+        ```
+        """
         if self.adiabatic_scale:
-            return adiabatic_log_scale_rate(schedule, t)
-        return -self.scale * trained
+            return as_float(adiabatic_log_scale_rate(schedule, t), like=trained)
+        return -as_float(self.scale, like=trained) * trained

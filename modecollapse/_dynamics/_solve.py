@@ -1,8 +1,9 @@
 """The one place where diffrax is called: the routes integrate through `integrate`, the collapse
 formula through `integrate_final`; both share one `diffeqsolve` call (`_diffeqsolve`)."""
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import diffrax as dfx
 import equinox as eqx
@@ -28,6 +29,45 @@ ADJOINTS: dict[str, Callable[[], dfx.AbstractAdjoint]] = {
     "recursive-checkpoint": dfx.RecursiveCheckpointAdjoint,
     "direct": dfx.DirectAdjoint,
 }
+
+
+class StepCountingEuler(dfx.AbstractSolver):
+    """Explicit Euler that counts its steps: with `args = (inner, n0)`, the vector field is
+    called with `(inner, n)`.
+
+    `n` is the int32 index of the step (0 for the step from t0), carried in the solver state, so
+    it is exact at any number of steps and in any float precision. The SGD route (eq. (E3)) keys
+    its fresh particles by it: deriving the index from the float time instead can repeat an
+    index (docs/theory.md, §4; issue 11, fault 7).
+
+    **Example:**
+    ```python
+    field = lambda t, y, a: jnp.asarray(a[1], float)  # dy/dt = n on step n
+    sol = dfx.diffeqsolve(dfx.ODETerm(field), StepCountingEuler(), 0.0, 1.0, 0.1, 0.0,
+                          args=(None, jnp.zeros((), jnp.int32)))  # y(1) = 0.1 · (0 + … + 9)
+    ```
+    """
+
+    term_structure: ClassVar = dfx.AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., dfx.LocalLinearInterpolation]] = (
+        dfx.LocalLinearInterpolation
+    )
+
+    def order(self, terms):
+        return 1
+
+    def init(self, terms, t0, t1, y0, args):
+        return jnp.zeros((), jnp.int32)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del made_jump
+        control = terms.contr(t0, t1)
+        delta = terms.vf_prod(t0, y0, (args[0], solver_state), control)
+        y1 = jax.tree.map(jnp.add, y0, delta)
+        return y1, None, dict(y0=y0, y1=y1), solver_state + 1, dfx.RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
 
 
 class SolverOptions(eqx.Module):
@@ -87,7 +127,7 @@ def _diffeqsolve(
 ) -> dfx.Solution:
     """The one `diffrax.diffeqsolve` call: solver, controller, adjoint and meter from `options`."""
     if fixed_step is not None:
-        solver: dfx.AbstractSolver = dfx.Euler()
+        solver: dfx.AbstractSolver = StepCountingEuler()
         controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize()
         dt0 = fixed_step
     else:
@@ -117,6 +157,10 @@ def _diffeqsolve(
     )
 
 
+def _without_counter(save, t, y, args):
+    return save(t, y, args[0])
+
+
 def integrate(
     vector_field: Callable[[Any, Any, Any], Any],
     y0: Any,
@@ -132,7 +176,9 @@ def integrate(
     """Integrate dy/dt = vector_field(t, y, args) over [ts[0], ts[-1]] into a `Trajectory`.
 
     Saves the record `save(t, y, args)` at `ts`, and `final(y)` of the state at the final time.
-    With `fixed_step`, uses explicit Euler with that step (the SGD route); otherwise the adaptive
+    With `fixed_step`, uses explicit Euler with that step (the SGD route), calling
+    `vector_field(t, y, (args, n))` with the integer step index n (`StepCountingEuler`, fault 7
+    of the house review: an index derived from the float time can repeat); otherwise the adaptive
     solver of `options`, stepping exactly onto the schedule's kinks `breakpoints` (a tuple, as
     `AbstractSchedule.breakpoints` gives, of which the positive ones count; or an array of
     positive times, traced or not). Never raises on a failed solve (unless `options.throw`): see
@@ -145,6 +191,10 @@ def integrate(
     traj = integrate(field, y0, args, jnp.linspace(0.0, 10.0, 11), SolverOptions(), save)
     ```
     """
+    if fixed_step is not None:
+        # the solver swaps the placeholder 0 for its step counter; `save` sees the plain args
+        args = (args, jnp.zeros((), jnp.int32))
+        save = functools.partial(_without_counter, save)
     saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts, fn=save), dfx.SubSaveAt(t1=True)])
     sol = _diffeqsolve(
         vector_field, y0, args, ts[0], ts[-1], options, saveat, fixed_step, breakpoints

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._annealing._schedules import AbstractSchedule
+from .._numerics._dtypes import as_float
 from .._numerics._expectations import expected_softmax_stats
 from .._objective import gram_objective
 from .._summary import GramState, TargetStatistics, Trajectory, record
@@ -46,7 +47,8 @@ def theory_vector_field(
                                  NoAnnealing(), LearningRates(), 64)
     ```
     """
-    beta = schedule(t)
+    beta = as_float(schedule(t), like=state.R)  # the state's dtype, whatever the schedule's
+    dim = as_float(dim, like=state.R)
     R, Q, T = state.R, state.Q, target.T
     s2 = jnp.exp(2 * state.log_scale)
     s = jnp.sqrt(s2)
@@ -55,11 +57,9 @@ def theory_vector_field(
     q_sq, t_sq = jnp.diag(Q), jnp.diag(T)
 
     # Logit laws under x ~ N(m_k, s² I) (eq. (G1)) and their softmax statistics.
-    mean_q = jax.nn.log_softmax(state.logits) + (Q - 0.5 * q_sq) / s2
-    mean_p = target.log_weights + (R - 0.5 * t_sq) / sig2
     stats = jax.vmap(expected_softmax_stats, (0, None, None))
-    lse_q, e_q, o_q = stats(mean_q, Q / s2, nodes)
-    lse_p, e_p, o_p = stats(mean_p, s2 * T / sig2**2, nodes)
+    lse_q, e_q, o_q = stats(*state.logit_law(), nodes)
+    lse_p, e_p, o_p = stats(*target.logit_law(state), nodes)
 
     # Means: ṁ_k = Σ_l A_kl m_l + Σ_j B_kj μ_j (eq. (T1)), hence eq. (T2).
     K = w.shape[0]

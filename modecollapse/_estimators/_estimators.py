@@ -4,6 +4,8 @@ docs/theory.md, §4 and §4b.
 """
 
 import abc
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -15,25 +17,60 @@ from .._mixtures import GaussianMixture, IsotropicMixture
 from .._objective import objective
 from ._particles import (
     Params,
-    family_from_params,
     particle_objective,
     particle_value_and_grad,
     projected_value_and_grad,
 )
 
 
+def _params(family: IsotropicMixture) -> Params:
+    return (family.means, family.logits, family.log_scale)
+
+
 class AbstractEstimator(eqx.Module):
-    """A route to ∇_θ F: the gradient flow calls `value_and_grad` (by default `jax.value_and_grad`
-    of `objective` with respect to θ = (means, logits, log_scale))."""
+    """A route to ∇_θ F(θ; β) for the full flow (eq. (D1)); concrete estimators are final.
+
+    Subclasses implement `objective`, `value_and_grad` and `fixed_step`. Adding an estimator is one
+    final class plus one line of `ESTIMATORS` (and its name in the jax-free `_config.ESTIMATORS`;
+    tests/test_registries.py keeps them equal).
+    """
 
     @abc.abstractmethod
     def objective(
-        self, family: IsotropicMixture, target: GaussianMixture, beta: ArrayLike, t: ArrayLike
+        self,
+        family: IsotropicMixture,
+        target: GaussianMixture,
+        beta: ArrayLike,
+        t: ArrayLike,
+        step_index: ArrayLike | None = None,
     ) -> Float[Array, ""]:
-        """The function of θ whose gradient drives the flow at time `t`."""
+        """The function of θ whose gradient drives the flow at time `t`.
 
+        **Arguments:**
+
+        - `family`: the variational mixture q_θ.
+        - `target`: the target p.
+        - `beta`: inverse temperature β.
+        - `t`: time.
+        - `step_index`: the integer index of the Euler step (the SGD route passes it); None
+          derives it from `t` (see `AbstractSGDEstimator.step_key`).
+
+        **Returns:** the scalar objective.
+
+        **Example:**
+        ```python
+        ExactEstimator().objective(q, p, 1.0, 0.0)  # == objective(q, p)
+        ```
+        """
+
+    @abc.abstractmethod
     def value_and_grad(
-        self, family: IsotropicMixture, target: GaussianMixture, beta: ArrayLike, t: ArrayLike
+        self,
+        family: IsotropicMixture,
+        target: GaussianMixture,
+        beta: ArrayLike,
+        t: ArrayLike,
+        step_index: ArrayLike | None = None,
     ) -> tuple[Float[Array, ""], Params]:
         """`objective` and its gradient with respect to θ = (means, logits, log_scale).
 
@@ -48,15 +85,53 @@ class AbstractEstimator(eqx.Module):
         ```
         """
 
-        def f(params):
-            return self.objective(family_from_params(params), target, beta, t)
+    @property
+    @abc.abstractmethod
+    def fixed_step(self) -> float | None:
+        """A fixed Euler step if the estimator is stochastic in time (SGD), else None."""
 
-        return jax.value_and_grad(f)((family.means, family.logits, family.log_scale))
+
+class AbstractParticleEstimator(AbstractEstimator):
+    """An estimator from n reparameterised particles per component drawn from `key` (eq. (E1))."""
+
+    key: eqx.AbstractVar[PRNGKeyArray]
+    n: eqx.AbstractVar[int]
+
+
+class AbstractSGDEstimator(AbstractParticleEstimator):
+    """Fresh particles at every step of a fixed-step Euler scheme, i.e. SGD (eq. (E3)).
+
+    The particles of Euler step n are keyed by `fold_in(key, n)`, with n the integer step counter
+    of the solve (`StepCountingEuler`), so a run is reproducible from its key and no two steps
+    share particles, at any number of steps and in any precision.
+    """
+
+    step: eqx.AbstractVar[float]
 
     @property
     def fixed_step(self) -> float | None:
-        """A fixed Euler step if the estimator is stochastic in time (SGD), else None."""
-        return None
+        return self.step
+
+    def step_key(self, t: ArrayLike, step_index: ArrayLike | None = None) -> PRNGKeyArray:
+        """The particle key of Euler step `step_index`: fold_in(key, step_index).
+
+        **Arguments:**
+
+        - `t`: the time at the start of the step; used only when `step_index` is None, as
+          round(t/step) (exact for a direct call at a grid time, not along a long float solve).
+        - `step_index`: the integer step index (what the full flow passes).
+
+        **Returns:** a PRNG key.
+
+        **Example:**
+        ```python
+        est = FreshParticles(jr.key(0), 16, 0.1)
+        est.step_key(0.3)  # == est.step_key(0.0, 3) == fold_in(key, 3)
+        ```
+        """
+        if step_index is None:
+            step_index = jnp.round(jnp.asarray(t) / self.step)
+        return jr.fold_in(self.key, jnp.asarray(step_index).astype(jnp.int32))
 
 
 class ExactEstimator(AbstractEstimator):
@@ -77,8 +152,18 @@ class ExactEstimator(AbstractEstimator):
 
     nodes: int | None = eqx.field(static=True, default=None)
 
-    def objective(self, family, target, beta, t):
+    @property
+    def fixed_step(self) -> float | None:
+        return None
+
+    def objective(self, family, target, beta, t, step_index=None):
         return objective(family, target, beta, self.nodes)
+
+    def value_and_grad(self, family, target, beta, t, step_index=None):
+        def f(params):
+            return objective(IsotropicMixture(*params), target, beta, self.nodes)
+
+        return jax.value_and_grad(f)(_params(family))
 
 
 def _check_particles(n: int, chunk: int | None, step: float | None = None) -> None:
@@ -90,11 +175,7 @@ def _check_particles(n: int, chunk: int | None, step: float | None = None) -> No
         raise ValueError("`step` must be > 0.")
 
 
-def _params(family: IsotropicMixture) -> Params:
-    return (family.means, family.logits, family.log_scale)
-
-
-class FixedParticles(AbstractEstimator):
+class FixedParticles(AbstractParticleEstimator):
     """`mc-fixed`: n particles per component drawn once, so the flow is a deterministic ODE.
 
     The particles are never stored: particle i is regenerated from `fold_in(key, i)` chunk by
@@ -147,24 +228,23 @@ class FixedParticles(AbstractEstimator):
         del components, dim
         return cls(key, n, chunk)
 
-    def objective(self, family, target, beta, t):
+    @property
+    def fixed_step(self) -> float | None:
+        return None
+
+    def objective(self, family, target, beta, t, step_index=None):
         return particle_objective(_params(family), target, beta, self.key, self.n, self.chunk)
 
-    def value_and_grad(self, family, target, beta, t):
+    def value_and_grad(self, family, target, beta, t, step_index=None):
         return particle_value_and_grad(_params(family), target, beta, self.key, self.n, self.chunk)
 
 
-def _step_key(key: PRNGKeyArray, step: float, t: ArrayLike) -> PRNGKeyArray:
-    index = jnp.round(jnp.asarray(t) / step).astype(jnp.int32)
-    return jr.fold_in(key, index)
-
-
-class FreshParticles(AbstractEstimator):
+class FreshParticles(AbstractSGDEstimator):
     """`mc-fresh`: new particles at every step of a fixed-step Euler scheme, i.e. SGD (eq. (E3)).
 
-    The particles of the step starting at time t are those of `FixedParticles` with the key
-    `fold_in(key, round(t/step))`, regenerated chunk by chunk (eqs. (E4)–(E7)), so a run is
-    reproducible from its key and memory is O(chunk · K · d).
+    The particles of Euler step n are those of `FixedParticles` with the key `fold_in(key, n)`
+    (n the integer step counter of the solve; see `AbstractSGDEstimator`), regenerated chunk by
+    chunk (eqs. (E4)–(E7)), so a run is reproducible from its key and memory is O(chunk · K · d).
 
     **Arguments:**
 
@@ -188,24 +268,16 @@ class FreshParticles(AbstractEstimator):
     def __check_init__(self):
         _check_particles(self.n, self.chunk, self.step)
 
-    @property
-    def fixed_step(self) -> float | None:
-        return self.step
-
-    def step_key(self, t: ArrayLike) -> PRNGKeyArray:
-        """The particle key of the Euler step starting at time `t`: fold_in(key, round(t/step))."""
-        return _step_key(self.key, self.step, t)
-
-    def objective(self, family, target, beta, t):
-        key = self.step_key(t)
+    def objective(self, family, target, beta, t, step_index=None):
+        key = self.step_key(t, step_index)
         return particle_objective(_params(family), target, beta, key, self.n, self.chunk)
 
-    def value_and_grad(self, family, target, beta, t):
-        key = self.step_key(t)
+    def value_and_grad(self, family, target, beta, t, step_index=None):
+        key = self.step_key(t, step_index)
         return particle_value_and_grad(_params(family), target, beta, key, self.n, self.chunk)
 
 
-class ProjectedFreshParticles(AbstractEstimator):
+class ProjectedFreshParticles(AbstractSGDEstimator):
     """`mc-fresh-projected`: SGD as `FreshParticles`, its per-step gradient drawn from the exact
     law of the n-particle gradient through the projections on span{m_k, μ_j} (eqs. (E8)–(E10)).
 
@@ -215,7 +287,7 @@ class ProjectedFreshParticles(AbstractEstimator):
 
     **Arguments:**
 
-    - `key`: PRNG key of the run (step keys are `fold_in(key, round(t/step))`).
+    - `key`: PRNG key of the run (step n is keyed by `fold_in(key, n)`).
     - `n`: particles per component.
     - `step`: the Euler step η.
 
@@ -233,14 +305,22 @@ class ProjectedFreshParticles(AbstractEstimator):
     def __check_init__(self):
         _check_particles(self.n, None, self.step)
 
-    @property
-    def fixed_step(self) -> float | None:
-        return self.step
-
-    def objective(self, family, target, beta, t):
+    def objective(self, family, target, beta, t, step_index=None):
         """The value of the estimate; its gradient is `value_and_grad`'s, not autodiff of this."""
-        return self.value_and_grad(family, target, beta, t)[0]
+        return self.value_and_grad(family, target, beta, t, step_index)[0]
 
-    def value_and_grad(self, family, target, beta, t):
-        key = _step_key(self.key, self.step, t)
+    def value_and_grad(self, family, target, beta, t, step_index=None):
+        key = self.step_key(t, step_index)
         return projected_value_and_grad(_params(family), target, beta, key, self.n)
+
+
+# The estimator registry: one line per estimator, name -> builder(key, settings), where the
+# settings have the `[simulation]` fields `particles`, `step`, `chunk` and `quadrature_nodes`.
+# The jax-free config validates `simulation.estimator` against the same names
+# (`_config.ESTIMATORS`; tests/test_registries.py keeps them equal).
+ESTIMATORS: dict[str, Callable[[PRNGKeyArray, Any], AbstractEstimator]] = {
+    "exact": lambda key, sim: ExactEstimator(sim.quadrature_nodes),
+    "mc-fixed": lambda key, sim: FixedParticles(key, sim.particles, sim.chunk),
+    "mc-fresh": lambda key, sim: FreshParticles(key, sim.particles, sim.step, sim.chunk),
+    "mc-fresh-projected": lambda key, sim: ProjectedFreshParticles(key, sim.particles, sim.step),
+}

@@ -7,7 +7,6 @@ For fresh particles, `projected_value_and_grad` draws the same estimate from its
 through the projections alone (eqs. (E8)–(E10)), without drawing the n·K particles in R^d.
 """
 
-import functools
 import math
 
 import jax
@@ -15,22 +14,13 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._mixtures import GaussianMixture, IsotropicMixture
+from .._mixtures import GaussianMixture
+from .._numerics._linalg import psd_factor
 
 # Default chunk: at most this many noise numbers (K · chunk · d) per chunk, 64 MiB in float64.
 CHUNK_NUMBERS = 2**23
 
 Params = tuple[Float[Array, "k d"], Float[Array, " k"], Float[Array, ""]]
-
-
-@functools.cache
-def _family_treedef():
-    return jax.tree.structure(IsotropicMixture(jnp.zeros((1, 1)), jnp.zeros(1), 0.0))
-
-
-def family_from_params(params: Params) -> IsotropicMixture:
-    """`IsotropicMixture(*params)` without the dtype cast of `__init__` (keeps float32 in x64)."""
-    return jax.tree.unflatten(_family_treedef(), list(params))
 
 
 def default_chunk(n: int, components: int, dim: int) -> int:
@@ -43,7 +33,7 @@ def _chunk_noise(
 ) -> Float[Array, "c k d"]:
     # Particle i (all K components at once) is drawn from fold_in(key, i): the particle set does
     # not depend on the chunk size.
-    index = start + jnp.arange(count, dtype=jnp.int32)
+    index = jnp.asarray(start).astype(jnp.int32) + jnp.arange(count, dtype=jnp.int32)
     return jax.vmap(lambda i: jr.normal(jr.fold_in(key, i), (components, dim), dtype))(index)
 
 
@@ -252,13 +242,9 @@ def particle_value_and_grad(
 def _span_basis(W: Float[Array, "p d"]):
     """Orthonormal basis B (d, p) of the row span of W from its Gram, with zero columns for null
     directions; the coordinates C = W B (p, p); the validity mask (p,). Eq. (E8)."""
-    p = W.shape[0]
-    lam, V = jnp.linalg.eigh(W @ W.T)
-    eps = jnp.finfo(W.dtype).eps
-    valid = lam > 10 * p * eps * jnp.maximum(lam[-1], jnp.finfo(W.dtype).tiny)
+    C, lam, V, valid = psd_factor(W @ W.T)  # C = W B = V Λ^½ on the valid columns
     lam = jnp.where(valid, lam, 1.0)
     B = (W.T @ V) * jnp.where(valid, jax.lax.rsqrt(lam), 0.0)
-    C = V * jnp.where(valid, jnp.sqrt(lam), 0.0)  # W B = V Λ^½ on the valid columns
     return B, C, valid.astype(W.dtype)
 
 

@@ -13,19 +13,12 @@ from .._dynamics._full import solve_full
 from .._dynamics._rates import LearningRates
 from .._dynamics._solve import SolverOptions
 from .._dynamics._theory import solve_theory
-from .._estimators._estimators import (
-    AbstractEstimator,
-    ExactEstimator,
-    FixedParticles,
-    FreshParticles,
-    ProjectedFreshParticles,
-)
+from .._estimators._estimators import ESTIMATORS, AbstractEstimator
 from .._mixtures import GaussianMixture, IsotropicMixture
+from .._numerics._linalg import nonzero_eigenvalues, rank_rtol
 from .._summary import GramState, TargetStatistics, Trajectory
 from ._config import ConfigError, Experiment, SimulationConfig
 from ._io import timed
-
-_PSD_TOL = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,19 +34,27 @@ class Problem:
     ts: jax.Array
 
 
-def _psd_factor(G: np.ndarray, key: str) -> np.ndarray:
-    """X with X Xᵀ = G and as many columns as rank(G); ConfigError if G is not PSD."""
+def _psd_factor(G: np.ndarray, key: str, scale: float = 0.0) -> np.ndarray:
+    """X with X Xᵀ = G and as many columns as rank(G); ConfigError if G is not PSD.
+
+    Symmetry, PSD-ness and rank use the package's one rank rule (`_numerics._linalg`): entries
+    and eigenvalues within RANK_RTOL · n · eps · max(|G|, `scale`) of zero count as zero; `scale`
+    is the magnitude G was computed from (for Q − α αᵀ, that of Q).
+    """
     G = np.asarray(G, dtype=np.float64)
-    if not np.allclose(G, G.T, rtol=0, atol=_PSD_TOL * max(1.0, np.abs(G).max())):
-        raise ConfigError(f"`{key}`: the Gram matrix must be symmetric.")
+    top = max(float(np.abs(G).max(initial=0.0)), scale)
+    tol = rank_rtol(G.shape[0], G.dtype) * top
+    if not np.allclose(G, G.T, rtol=0, atol=tol):
+        raise ConfigError(
+            f"`{key}`: the Gram matrix must be symmetric; make it equal its transpose."
+        )
     lam, V = np.linalg.eigh(0.5 * (G + G.T))
-    tol = _PSD_TOL * max(1.0, np.abs(lam).max())
-    if lam.min() < -tol:
+    keep = nonzero_eigenvalues(lam, top)
+    if lam.min(initial=0.0) < -rank_rtol(lam.shape[0], lam.dtype) * top:
         raise ConfigError(
             f"`{key}`: the Gram matrix is not positive semi-definite "
             f"(smallest eigenvalue {lam.min():.3g})."
         )
-    keep = lam > tol
     return V[:, keep] * np.sqrt(lam[keep])
 
 
@@ -68,7 +69,8 @@ def _orthonormal_complement(P: np.ndarray, count: int, dim: int) -> np.ndarray:
         for b in basis:
             e -= (b @ e) * b
         norm = np.linalg.norm(e)
-        if norm > 1e-6:
+        # e_i is kept when its residual is not numerically zero (the one rank rule, on |e|² ≤ 1)
+        if norm**2 > rank_rtol(dim, e.dtype):
             e /= norm
             basis.append(e)
             out.append(e)
@@ -113,11 +115,14 @@ def _initial_means(exp: Experiment, U: np.ndarray, key: jax.Array) -> np.ndarray
     T = U @ U.T
     _psd_factor(np.block([[T, R.T], [R, Q]]), "variational.init")
     # m_k = α_k P + β_k E: P spans the target means, E is orthogonal to them (docs, §5).
+    # The rank of U is the rank of T = U Uᵀ under the one rank rule (S² are T's eigenvalues).
     _, S, Vt = np.linalg.svd(U, full_matrices=False)
-    P = Vt[S > 1e-12 * max(1.0, S.max(initial=0.0))]
+    P = Vt[nonzero_eigenvalues(S**2)]
     C = U @ P.T
-    alpha = R @ C @ np.linalg.pinv(C.T @ C) if P.shape[0] else np.zeros((K, 0))
-    beta = _psd_factor(Q - alpha @ alpha.T, "variational.init.Q")
+    # C has full column rank by construction; the pseudo-inverse cuts at the same relative rule.
+    rcond = rank_rtol(max(P.shape[0], 1), C.dtype)
+    alpha = R @ C @ np.linalg.pinv(C.T @ C, rcond) if P.shape[0] else np.zeros((K, 0))
+    beta = _psd_factor(Q - alpha @ alpha.T, "variational.init.Q", float(np.abs(Q).max(initial=0.0)))
     need = P.shape[0] + beta.shape[1]
     if d < need:
         raise ConfigError(f"`dim`: the initial overlaps need dim >= {need}, got {d}.")
@@ -147,13 +152,7 @@ def make_estimator(sim: SimulationConfig, key: jax.Array) -> AbstractEstimator:
     est = make_estimator(load_experiment(None).simulation, jr.key(0))  # ExactEstimator()
     ```
     """
-    if sim.estimator == "exact":
-        return ExactEstimator(sim.quadrature_nodes)
-    if sim.estimator == "mc-fixed":
-        return FixedParticles(key, sim.particles, sim.chunk)
-    if sim.estimator == "mc-fresh-projected":
-        return ProjectedFreshParticles(key, sim.particles, sim.step)
-    return FreshParticles(key, sim.particles, sim.step, sim.chunk)
+    return ESTIMATORS[sim.estimator](key, sim)  # the one registry (`_estimators.ESTIMATORS`)
 
 
 def build_problem(exp: Experiment) -> Problem:
@@ -177,7 +176,13 @@ def build_problem(exp: Experiment) -> Problem:
     k_target, k_init, k_particles = jr.split(jr.key(exp.seed), 3)
     U = _target_means(exp, k_target)
     M = _initial_means(exp, U, k_init)
-    target = GaussianMixture(jnp.asarray(U), jnp.asarray(exp.target.weights), exp.target.scale)
+    sim = exp.simulation
+    # `[simulation] precision`: float32 computes in float32 even under x64; the constructors keep
+    # the dtype of the means (`as_float`), so the models are built in it directly.
+    dtype = jnp.float32 if sim.precision == "float32" else jnp.result_type(float)
+    target = GaussianMixture(
+        jnp.asarray(U, dtype), np.asarray(exp.target.weights), exp.target.scale
+    )
     v = exp.variational
     schedule = build_schedule(exp)
     adiabatic = exp.annealing.scale == "adiabatic"
@@ -187,25 +192,11 @@ def build_problem(exp: Experiment) -> Problem:
         if adiabatic
         else np.log(v.scale)
     )
-    family = IsotropicMixture(jnp.asarray(M), jnp.log(jnp.asarray(v.weights)), log_s0)
-    sim = exp.simulation
+    family = IsotropicMixture(jnp.asarray(M, dtype), np.log(np.asarray(v.weights)), log_s0)
     estimator = make_estimator(sim, k_particles)
     rates = LearningRates(**v.learning_rates, adiabatic_scale=adiabatic)
-    ts = jnp.linspace(0.0, exp.t_end, exp.save_points)
-    if sim.precision == "float32":  # `[simulation] precision`: compute in float32 even under x64
-        target, family, ts = _to_float32((target, family, ts))
+    ts = jnp.linspace(0.0, exp.t_end, exp.save_points).astype(dtype)  # as before: rounded once
     return Problem(exp, target, family, schedule, rates, estimator, ts)
-
-
-def _to_float32(tree: Any) -> Any:
-    """Cast every floating leaf to float32 (bypassing the constructors' default-float cast)."""
-
-    def cast(x):
-        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating):
-            return x.astype(jnp.float32)
-        return x
-
-    return jax.tree.map(cast, tree)
 
 
 def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:

@@ -18,6 +18,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._metrics import wilson_interval
 from .._mixtures import GaussianMixture
+from .._numerics._dtypes import as_float, common_float
 from ._realnvp import RealNVP
 
 
@@ -49,14 +50,13 @@ def pushforward_tv_bound(
     pushforward_tv_bound(0.45, 0.45, 4.0, 1e3)  # ≈ 0: a steep map can
     ```
     """
-    a = jnp.clip(jnp.asarray(mass_a, float) - outside, 0.0, 1.0)
-    b = jnp.clip(jnp.asarray(mass_b, float) - outside, 0.0, 1.0)
-    lipschitz = eqx.error_if(
-        jnp.asarray(lipschitz, float),
-        jnp.any(jnp.asarray(lipschitz) <= 0),
-        "`lipschitz` must be > 0.",
-    )
-    r = jnp.asarray(separation, float) / lipschitz
+    dtype = common_float(mass_a, mass_b, separation, lipschitz, outside)
+    outside = jnp.asarray(outside, dtype)
+    a = jnp.clip(jnp.asarray(mass_a, dtype) - outside, 0.0, 1.0)
+    b = jnp.clip(jnp.asarray(mass_b, dtype) - outside, 0.0, 1.0)
+    lipschitz = jnp.asarray(lipschitz, dtype)
+    lipschitz = eqx.error_if(lipschitz, jnp.any(lipschitz <= 0), "`lipschitz` must be > 0.")
+    r = jnp.asarray(separation, dtype) / lipschitz
     # the two corners of the feasible set {Φ⁻¹α + Φ⁻¹β ≤ −r, α ≤ a, β ≤ b}  (eq. (PF2))
     corner_a = b - ndtr(-r - ndtri(a))
     corner_b = a - ndtr(-r - ndtri(b))
@@ -95,7 +95,7 @@ def halfspace_masses(
     """
     e, mid, _ = _pair_geometry(target, *pair)
     c = (target.means - mid) @ e
-    h = 0.5 * jnp.asarray(separation, float)[..., None]
+    h = 0.5 * as_float(separation, like=target.means)[..., None]
     w, s = target.weights, target.scale
     a = jnp.sum(w * ndtr((c - h) / s), axis=-1)
     b = jnp.sum(w * ndtr((-c - h) / s), axis=-1)
@@ -127,7 +127,7 @@ def mixture_tv_bound(
     mixture_tv_bound(p, jnp.array([1.0, 10.0, 100.0]))  # decreasing in L
     ```
     """
-    L = jnp.asarray(lipschitz, float)
+    L = as_float(lipschitz, like=target.means)
     best = jnp.zeros_like(L)
     for pair in itertools.combinations(range(target.n_components), 2):
         deltas = _separations(target, pair, n_delta)
@@ -244,23 +244,24 @@ def lipschitz_lower(
     ```
     """
     if points is not None and points < z.shape[0]:
-        x = jax.vmap(lambda v: flow._forward(v)[0])(z)
+        x = jax.vmap(lambda v: flow.transform_and_log_det(v)[0])(z)
         gap = jnp.full(z.shape[:1], jnp.inf, z.dtype)
         for i, j in itertools.combinations(range(target.n_components), 2):
             e, mid, _ = _pair_geometry(target, i, j)
             gap = jnp.minimum(gap, jnp.abs((x - mid.astype(z.dtype)) @ e.astype(z.dtype)))
         z = z[jnp.argsort(gap)[:points]]
-    jac = jax.jacfwd(lambda v: flow._forward(v)[0])
-    pre = jax.vmap(lambda m: flow._inverse(m)[0])(target.means.astype(z.dtype))
+    jac = jax.jacfwd(lambda v: flow.transform_and_log_det(v)[0])
+    means = target.means.astype(z.dtype)  # the flow's dtype throughout
+    pre = jax.vmap(lambda m: flow.inverse_and_log_det(m)[0])(means)
     pts = [z]
     chords = []
     s = jnp.linspace(0.0, 1.0, segment_points, dtype=z.dtype)[:, None]
     for i, j in itertools.combinations(range(target.n_components), 2):
         pts.append((1 - s) * pre[i] + s * pre[j])
         gap = jnp.linalg.norm(pre[i] - pre[j])
-        chords.append(jnp.linalg.norm(target.means[i] - target.means[j]) / gap)
+        chords.append(jnp.linalg.norm(means[i] - means[j]) / gap)
     norms = jax.vmap(lambda v: _spectral_norm(jac(v)))(jnp.concatenate(pts))
-    return jnp.maximum(jnp.max(norms), jnp.max(jnp.stack(chords)).astype(norms.dtype))
+    return jnp.maximum(jnp.max(norms), jnp.max(jnp.stack(chords)))
 
 
 def _mlp_lipschitz(mlp: eqx.nn.MLP, rows: slice) -> Array:
@@ -293,14 +294,14 @@ def lipschitz_upper(flow: RealNVP, radius: ArrayLike) -> Float[Array, ""]:
     lipschitz_upper(flow, 6.0)
     ```
     """
-    R = jnp.asarray(radius, float)
+    R = as_float(radius, like=flow.layers[0].conditioner.layers[0].weight)  # the flow's dtype
     total = jnp.ones_like(R)
     for layer in flow.layers:
-        n_trans = layer._sizes()[1]
+        n_trans = layer.split_sizes()[1]
         mlp = layer.conditioner
         lip_t = _mlp_lipschitz(mlp, slice(0, n_trans))
         lip_l = _mlp_lipschitz(mlp, slice(n_trans, 2 * n_trans))
-        h0 = mlp(jnp.zeros(layer._sizes()[0], mlp.layers[0].weight.dtype))
+        h0 = mlp(jnp.zeros(layer.split_sizes()[0], mlp.layers[0].weight.dtype))
         t0 = jnp.linalg.norm(h0[:n_trans])
         b = layer.scale_bound
         l0 = jnp.max(jnp.abs(b * jnp.tanh(h0[n_trans:] / b)))

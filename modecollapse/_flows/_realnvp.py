@@ -1,8 +1,9 @@
 """RealNVP: affine coupling layers with alternating halves and a N(0, I_d) base.
 
-docs/theory.md, §15 (equations (NF1)–(NF4)). Unbatched private methods (`_forward`, `_inverse`,
-`_log_prob`, ...) act on one point of shape (d,); the public methods vectorise them over any leading
-batch axes.
+docs/theory.md, §15 (equations (NF1)–(NF4)). The unbatched methods (`transform_and_log_det`,
+`inverse_and_log_det`, `log_prob_single`, `transform_and_log_prob_single`) act on one point of
+shape (d,), as flowjax's do, and are public so that other modules can vmap them; the other methods
+vectorise them over any leading batch axes.
 """
 
 import math
@@ -42,8 +43,8 @@ class AffineCoupling(eqx.Module):
     **Example:**
     ```python
     layer = AffineCoupling(jr.key(0), dim=2, width=16)
-    y, log_det = layer._forward(jnp.ones(2))
-    layer._inverse(y)[0]  # ≈ [1, 1]
+    y, log_det = layer.transform_and_log_det(jnp.ones(2))
+    layer.inverse_and_log_det(y)[0]  # ≈ [1, 1]
     ```
     """
 
@@ -70,7 +71,7 @@ class AffineCoupling(eqx.Module):
         self.dim = dim
         self.flip = bool(flip)
         self.scale_bound = float(scale_bound)
-        n_cond, n_trans = self._sizes()
+        n_cond, n_trans = self.split_sizes()
         mlp = eqx.nn.MLP(n_cond, 2 * n_trans, width, depth, activation=activation, key=key)
         last = mlp.layers[-1]
         self.conditioner = eqx.tree_at(
@@ -83,7 +84,8 @@ class AffineCoupling(eqx.Module):
         if not self.scale_bound > 0:
             raise ValueError(f"`scale_bound` must be > 0, got {self.scale_bound}.")
 
-    def _sizes(self) -> tuple[int, int]:
+    def split_sizes(self) -> tuple[int, int]:
+        """(size of the conditioning part c, size of the transformed part u) (eq. (NF1))."""
         first = self.dim // 2
         return (self.dim - first, first) if self.flip else (first, self.dim - first)
 
@@ -101,13 +103,17 @@ class AffineCoupling(eqx.Module):
         # bounded log-scale ℓ = b·tanh(h/b), |ℓ| ≤ b  (eq. (NF2))
         return h[:n], self.scale_bound * jnp.tanh(h[n:] / self.scale_bound)
 
-    def _forward(self, x: Float[Array, " d"]) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+    def transform_and_log_det(
+        self, x: Float[Array, " d"]
+    ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
         """y = (c, u·e^ℓ + t) and log|det ∂y/∂x| = Σ ℓ (eq. (NF1))."""
         c, u = self._split(x)
         shift, log_scale = self._shift_log_scale(c)
         return self._join(c, u * jnp.exp(log_scale) + shift), jnp.sum(log_scale)
 
-    def _inverse(self, y: Float[Array, " d"]) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+    def inverse_and_log_det(
+        self, y: Float[Array, " d"]
+    ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
         """x = (c, (v − t)·e^−ℓ) and log|det ∂x/∂y| = −Σ ℓ."""
         c, v = self._split(y)
         shift, log_scale = self._shift_log_scale(c)
@@ -166,31 +172,37 @@ class RealNVP(eqx.Module):
 
     # ---- unbatched -------------------------------------------------------------------------
 
-    def _forward(self, z: Float[Array, " d"]) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+    def transform_and_log_det(
+        self, z: Float[Array, " d"]
+    ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
         """x = g(z) and log|det ∂g/∂z| (eq. (NF3))."""
         log_det = jnp.zeros((), z.dtype)
         for layer in self.layers:
-            z, ld = layer._forward(z)
+            z, ld = layer.transform_and_log_det(z)
             log_det = log_det + ld
         return z, log_det
 
-    def _inverse(self, x: Float[Array, " d"]) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+    def inverse_and_log_det(
+        self, x: Float[Array, " d"]
+    ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
         """z = g⁻¹(x) and log|det ∂g⁻¹/∂x|."""
         log_det = jnp.zeros((), x.dtype)
         for layer in reversed(self.layers):
-            x, ld = layer._inverse(x)
+            x, ld = layer.inverse_and_log_det(x)
             log_det = log_det + ld
         return x, log_det
 
-    def _log_prob(self, x: Float[Array, " d"]) -> Float[Array, ""]:
-        z, log_det = self._inverse(x)
+    def log_prob_single(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        """log q(x) = log N(g⁻¹(x)) + log|det ∂g⁻¹/∂x| of one point x, shape (d,) (eq. (NF3))."""
+        z, log_det = self.inverse_and_log_det(x)
         return _standard_normal_log_prob(z) + log_det
 
-    def _transform_and_log_prob(
+    def transform_and_log_prob_single(
         self, z: Float[Array, " d"]
     ) -> tuple[Float[Array, " d"], Float[Array, ""]]:
+        """(x = g(z), log q(x)) for one base point z, shape (d,) (eq. (NF3)); vmap it for VI."""
         # reparameterised sample and its exact density: log q(g(z)) = log N(z) − log|det|  (NF3)
-        x, log_det = self._forward(z)
+        x, log_det = self.transform_and_log_det(z)
         return x, _standard_normal_log_prob(z) - log_det
 
     # ---- vectorised ------------------------------------------------------------------------
@@ -210,7 +222,7 @@ class RealNVP(eqx.Module):
         flow.transform(jnp.zeros((5, 2))).shape  # (5, 2)
         ```
         """
-        return jnp.vectorize(lambda v: self._forward(v)[0], signature="(d)->(d)")(z)
+        return jnp.vectorize(lambda v: self.transform_and_log_det(v)[0], signature="(d)->(d)")(z)
 
     def inverse(self, x: Float[Array, "*batch d"]) -> Float[Array, "*batch d"]:
         """z = g⁻¹(x).
@@ -227,7 +239,7 @@ class RealNVP(eqx.Module):
         flow.inverse(flow.transform(jnp.ones(2)))  # ≈ [1, 1]
         ```
         """
-        return jnp.vectorize(lambda v: self._inverse(v)[0], signature="(d)->(d)")(x)
+        return jnp.vectorize(lambda v: self.inverse_and_log_det(v)[0], signature="(d)->(d)")(x)
 
     def log_prob(self, x: Float[Array, "*batch d"]) -> Float[Array, "*batch"]:
         """Exact log q(x) by the inverse pass (eq. (NF3)).
@@ -244,7 +256,7 @@ class RealNVP(eqx.Module):
         flow.log_prob(jnp.zeros((3, 2))).shape  # (3,)
         ```
         """
-        return jnp.vectorize(self._log_prob, signature="(d)->()")(x)
+        return jnp.vectorize(self.log_prob_single, signature="(d)->()")(x)
 
     def sample(self, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()) -> Array:
         """Draw x = g(z), z ~ N(0, I_d).
@@ -299,7 +311,7 @@ class RealNVP(eqx.Module):
         x, log_q = flow.transform_and_log_prob(jnp.zeros((4, 2)))
         ```
         """
-        return jnp.vectorize(self._transform_and_log_prob, signature="(d)->(d),()")(z)
+        return jnp.vectorize(self.transform_and_log_prob_single, signature="(d)->(d),()")(z)
 
     def _base_noise(self, key: PRNGKeyArray, sample_shape: tuple[int, ...]) -> Array:
         dtype = self.layers[0].conditioner.layers[0].weight.dtype

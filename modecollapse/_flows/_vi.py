@@ -143,8 +143,8 @@ def flow_objective(
     flow_objective(flow, p, 1.0, jr.normal(jr.key(0), (256, 2)))
     ```
     """
-    x, log_q = jax.vmap(flow._transform_and_log_prob)(z)
-    return jnp.mean(log_q - beta * jax.vmap(target._log_prob)(x))
+    x, log_q = jax.vmap(flow.transform_and_log_prob_single)(z)
+    return jnp.mean(log_q - beta * jax.vmap(target.log_prob_single)(x))
 
 
 def classify_flow(
@@ -218,8 +218,8 @@ class _Static(eqx.Module):
 def _record(flow: RealNVP, key, static: _Static, beta, track_lipschitz: bool):
     dim = flow.dim
     z = jr.normal(key, (static.record_particles, dim), static.target.means.dtype)
-    x, log_q = jax.vmap(flow._transform_and_log_prob)(z)
-    log_p = jax.vmap(static.target._log_prob)(x)
+    x, log_q = jax.vmap(flow.transform_and_log_prob_single)(z)
+    log_p = jax.vmap(static.target.log_prob_single)(x)
     loss = jnp.mean(log_q - beta * log_p)
     masses = sample_mode_masses(x, static.target)
     if track_lipschitz:
@@ -249,11 +249,14 @@ def _train(
             return flow_objective(flow, static.target, beta, z)
 
         loss, grads = jax.value_and_grad(loss_fn)(p)
-        updates, o = optim.update(grads, o, p)
+        # optax's update mixes its int32 step count with Python floats (Adam's bias correction),
+        # which strict dtype promotion refuses; only this third-party call runs under "standard".
+        with jax.numpy_dtype_promotion("standard"):
+            updates, o = optim.update(grads, o, p)
         return optax.apply_updates(p, updates), o, loss
 
     def beta_at(i):
-        t = i * static.learning_rate  # t_i = i·η  (eq. (NF6))
+        t = jnp.asarray(i, static.target.means.dtype) * static.learning_rate  # t_i = i·η  (NF6)
         if static.batched_schedule:
             return jax.vmap(lambda sch: sch(t))(static.schedule)
         return jnp.broadcast_to(static.schedule(t), keys.shape[:1])
@@ -288,8 +291,8 @@ def _final(params, static_flow, keys, static: _Static, n: int):
     def one(p, key):
         flow = eqx.combine(p, static_flow)
         z = jr.normal(key, (n, flow.dim), static.target.means.dtype)
-        x, log_q = jax.vmap(flow._transform_and_log_prob)(z)
-        log_p = jax.vmap(static.target._log_prob)(x)
+        x, log_q = jax.vmap(flow.transform_and_log_prob_single)(z)
+        log_p = jax.vmap(static.target.log_prob_single)(x)
         return (
             jnp.mean(log_q - log_p),
             tv_estimate(log_q, log_p),

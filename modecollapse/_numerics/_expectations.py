@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._integrals import gauss_hermite, sigmoid_moment
+from ._integrals import sigmoid_moment, tensor_gauss_hermite
+from ._linalg import sqrt_psd
 
 # Nodes per dimension of the tensor Gauss–Hermite rules, and the QMC point count (eq. (G4)).
 _GH_NODES = {2: 48, 3: 20}
@@ -43,12 +44,7 @@ def gaussian_rule(dim: int, per_dim: int | None = None) -> tuple[np.ndarray, np.
     `per_dim` overrides the Gauss–Hermite nodes per dimension of the tensor rules (dim ≤ 3).
     """
     if dim in _GH_NODES:
-        x, w = gauss_hermite(per_dim or _GH_NODES[dim])
-        grids = np.meshgrid(*([x] * dim), indexing="ij")
-        wgrids = np.meshgrid(*([w] * dim), indexing="ij")
-        nodes = np.stack([g.ravel() for g in grids], axis=-1)
-        weights = np.prod(np.stack([g.ravel() for g in wgrids], axis=-1), axis=-1)
-        return nodes, weights
+        return tensor_gauss_hermite(dim, per_dim or _GH_NODES[dim])
     # Halton points in the first `dim` prime bases, skipping the origin, mapped through Φ⁻¹ and
     # symmetrised (x, −x) so that every odd moment is integrated exactly.
     primes = _first_primes(dim)
@@ -80,12 +76,6 @@ def _van_der_corput(i: np.ndarray, base: int) -> np.ndarray:
         i //= base
         f /= base
     return out
-
-
-def sqrt_psd(cov: Array) -> Array:
-    """A square root L with L Lᵀ = cov, by eigendecomposition with negative rounding clipped."""
-    lam, vecs = jnp.linalg.eigh(cov)
-    return vecs * jnp.sqrt(jnp.clip(lam, 0.0, None))
 
 
 class _Tangent(eqx.Module):
