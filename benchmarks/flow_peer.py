@@ -6,7 +6,7 @@ architecture (affine coupling, 4 layers, conditioner MLP width 32, depth 2, tanh
 
 - flowjax: `coupling_flow(..., transformer=Affine(), invert=False)` (forward pass samples, as ours)
   trained by `fit_to_key_based_loss` with `ElboLoss(target, num_samples)`.
-- ours: `train_flows` (one jit-compiled scan; records every 200 steps, Lipschitz tracking off).
+- ours: `mc.train_flows` (one jit-compiled scan; records every 200 steps, Lipschitz tracking off).
 
 Throughput = training steps per second of one flow, compilation excluded, float32 for both:
 flowjax's step is compiled for each new flow instance first (it recompiles per instance; those
@@ -36,19 +36,17 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from modecollapse._annealing._schedules import NoAnnealing
-from modecollapse._flows._vi import train_flows
-from modecollapse._metrics import sample_mode_masses
-from modecollapse._mixtures import GaussianMixture
+import modecollapse as mc
+from modecollapse.metrics import sample_mode_masses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS, WIDTH, DEPTH, PARTICLES, LR = 4, 32, 2, 256, 0.01
 
 
-def _target(dim: int) -> GaussianMixture:
+def _target(dim: int) -> mc.GaussianMixture:
     means = np.zeros((2, dim), np.float32)
     means[0, 0], means[1, 0] = 4.0, -4.0
-    return GaussianMixture(jnp.asarray(means, jnp.float32), jnp.asarray([0.6, 0.4], jnp.float32))
+    return mc.GaussianMixture(jnp.asarray(means, jnp.float32), jnp.asarray([0.6, 0.4], jnp.float32))
 
 
 @eqx.filter_jit
@@ -119,7 +117,7 @@ def run_both(dim, steps, seeds, target):
         particles=PARTICLES, records=10, record_particles=256, lipschitz=False,
         final_particles=256,
     )  # fmt: skip
-    train_flows(jr.key(98), target, NoAnnealing(), seeds=1, **kw)  # warm-up (compilation)
+    mc.train_flows(jr.key(98), target, mc.NoAnnealing(), seeds=1, **kw)  # warm-up (compilation)
     out = {name: {"times": [], "kls": [], "masses": []} for name in ("flowjax", "ours")}
     for s in range(seeds):
         flow = make(jr.fold_in(jr.key(1), s))
@@ -137,7 +135,7 @@ def run_both(dim, steps, seeds, target):
         out["flowjax"]["masses"].append(m)
 
         t0 = time.perf_counter()
-        run = train_flows(jr.fold_in(jr.key(1), s), target, NoAnnealing(), seeds=1, **kw)
+        run = mc.train_flows(jr.fold_in(jr.key(1), s), target, mc.NoAnnealing(), seeds=1, **kw)
         jax.block_until_ready(run.kl)
         out["ours"]["times"].append(time.perf_counter() - t0)
         ours = jax.tree.map(lambda a: a[0] if isinstance(a, jax.Array) else a, run.flows)
@@ -150,9 +148,9 @@ def run_both(dim, steps, seeds, target):
             flush=True,
         )
     # all seeds in one vmapped run (aggregate throughput)
-    train_flows(jr.key(97), target, NoAnnealing(), seeds=seeds, **kw)  # warm-up
+    mc.train_flows(jr.key(97), target, mc.NoAnnealing(), seeds=seeds, **kw)  # warm-up
     t0 = time.perf_counter()
-    run = train_flows(jr.key(96), target, NoAnnealing(), seeds=seeds, **kw)
+    run = mc.train_flows(jr.key(96), target, mc.NoAnnealing(), seeds=seeds, **kw)
     jax.block_until_ready(run.kl)
     return out, time.perf_counter() - t0
 

@@ -72,7 +72,6 @@ def jax_rows(dims, ns, dtype, budget, chunk_numbers):
     import jax.random as jr
 
     import modecollapse as mc
-    from modecollapse._estimators._particles import _chunk_noise, particle_value_and_grad
 
     rows = []
     for d in dims:
@@ -87,13 +86,15 @@ def jax_rows(dims, ns, dtype, budget, chunk_numbers):
                 continue
             chunk = max(1, min(n, chunk_numbers // (K * d)))
             grad = jax.jit(
-                lambda pr, key, n=n, chunk=chunk: particle_value_and_grad(pr, p, 0.8, key, n, chunk)
+                lambda pr, key, n=n, chunk=chunk: mc.particle_value_and_grad(
+                    pr, p, 0.8, key, n, chunk
+                )
             )
             n_chunks = -(-n // chunk)
 
             def noise_only(key, n_chunks=n_chunks, chunk=chunk, d=d):
                 def body(acc, c):
-                    return acc + jnp.sum(_chunk_noise(key, c * chunk, chunk, K, d, dtype)), None
+                    return acc + jnp.sum(mc.chunk_noise(key, c * chunk, chunk, K, d, dtype)), None
 
                 return jax.lax.scan(body, jnp.zeros((), dtype), jnp.arange(n_chunks))[0]
 
@@ -129,7 +130,6 @@ def torch_vs_jax(d, n, dtype_name, steps=3):
     import torch
 
     import modecollapse as mc
-    from modecollapse._estimators._particles import particle_value_and_grad
 
     torch.manual_seed(0)
     tdtype = getattr(torch, dtype_name)
@@ -173,7 +173,7 @@ def torch_vs_jax(d, n, dtype_name, steps=3):
 
     @jax.jit
     def jax_step(params, key, i):
-        _, g = particle_value_and_grad(params, p, beta, jr.fold_in(key, i), n)
+        _, g = mc.particle_value_and_grad(params, p, beta, jr.fold_in(key, i), n)
         return jax.tree.map(lambda x, gx: x - eta * gx, params, g)
 
     params = (M, jnp.zeros(K, jdtype), jnp.zeros((), jdtype))
@@ -199,14 +199,13 @@ import sys, time, jax
 jax.config.update("jax_enable_x64", {x64})
 import jax.numpy as jnp, jax.random as jr
 import modecollapse as mc
-from modecollapse._estimators._particles import particle_value_and_grad
 d, n, chunk, mode = {d}, {n}, {chunk}, "{mode}"
 U = jnp.zeros((2, d)).at[0, 0].set(3.0).at[1, 0].set(-3.0)
 p = mc.GaussianMixture(U, jnp.array([0.6, 0.4]), 1.0)
 q = mc.IsotropicMixture(jr.normal(jr.key(0), (2, d)) / d**0.5, jnp.zeros(2), 0.0)
 start = time.perf_counter()
 if mode == "gradient":
-    fn = jax.jit(lambda pr: particle_value_and_grad(pr, p, 0.8, jr.key(1), n, chunk))
+    fn = jax.jit(lambda pr: mc.particle_value_and_grad(pr, p, 0.8, jr.key(1), n, chunk))
     v, g = jax.block_until_ready(fn((q.means, q.logits, q.log_scale)))
     ok = bool(jnp.isfinite(v)) and all(bool(jnp.all(jnp.isfinite(x))) for x in g)
 else:
@@ -264,10 +263,6 @@ def projected_rows(dims, ns, dtype, budget):
     import jax.random as jr
 
     import modecollapse as mc
-    from modecollapse._estimators._particles import (
-        particle_value_and_grad,
-        projected_value_and_grad,
-    )
 
     rows = []
     for d in dims:
@@ -275,10 +270,10 @@ def projected_rows(dims, ns, dtype, budget):
         p = jax.tree.map(lambda x: x.astype(dtype), mc.GaussianMixture(U, jnp.array([0.6, 0.4])))
         params = (M, jnp.zeros(K, dtype), jnp.zeros((), dtype))
         for n in ns:
-            law = jax.jit(lambda pr, key, n=n: projected_value_and_grad(pr, p, 0.8, key, n))
+            law = jax.jit(lambda pr, key, n=n: mc.projected_value_and_grad(pr, p, 0.8, key, n))
             row = {"dim": d, "n": n, "projected_seconds": _median_seconds(law, params, jr.key(1))}
             if K * n * d <= budget:
-                dense = jax.jit(lambda pr, key, n=n: particle_value_and_grad(pr, p, 0.8, key, n))
+                dense = jax.jit(lambda pr, key, n=n: mc.particle_value_and_grad(pr, p, 0.8, key, n))
                 row["particle_seconds"] = _median_seconds(
                     dense, params, jr.key(1), repeats=3 if K * n * d <= 1e8 else 1
                 )
@@ -309,8 +304,8 @@ def main():
         with open(args.out) as f:
             report = json.load(f)
         report["projected"] = {
-            "what": "projected_value_and_grad (exact law of the n-particle gradient, eqs. "
-            "(E8)-(E10)) against particle_value_and_grad, same (d, n), same process, float32",
+            "what": "mc.projected_value_and_grad (exact law of the n-particle gradient, eqs. "
+            "(E8)-(E10)) against mc.particle_value_and_grad, same (d, n), same process, float32",
             "rows": projected_rows(
                 [int(x) for x in args.dims.split(",")],
                 [int(x) for x in args.ns.split(",")],
@@ -372,23 +367,22 @@ import json, sys, dataclasses, jax, numpy as np
 jax.config.update("jax_enable_x64", {x64})
 import dataclasses as dc, equinox as eqx, jax.numpy as jnp
 import modecollapse as mc
-from modecollapse._experiments._problem import build_problem, run_full, run_theory, STATISTICS
 out = {{}}
 dtypes = set()
 for d in {dims}:
     exp = mc.load_experiment(None).with_dim(d)
     sim = dataclasses.replace(exp.simulation, rtol={rtol}, atol={atol})
-    problem = build_problem(dataclasses.replace(exp, simulation=sim))
+    problem = mc.build_problem(dataclasses.replace(exp, simulation=sim))
     init = "{init}" + f"_{{d}}.npy"
     if {x64}:
         np.save(init, np.asarray(problem.family.means))
     else:  # the float64 run's initial means (float32 draws would differ), rounded to float32
         family = eqx.tree_at(lambda f: f.means, problem.family, jnp.asarray(np.load(init)))
         problem = dc.replace(problem, family=family)
-    full, _ = run_full(problem)
-    theory, _ = run_theory(problem)
+    full, _ = mc.run_full(problem)
+    theory, _ = mc.run_theory(problem)
     dtypes |= {{str(x.dtype) for x in jax.tree.leaves((full.R, full.Q, theory.R, theory.Q))}}
-    out[d] = {{r: {{k: np.asarray(getattr(t, k), np.float64).tolist() for k in STATISTICS}}
+    out[d] = {{r: {{k: np.asarray(getattr(t, k), np.float64).tolist() for k in mc.STATISTICS}}
               for r, t in (("full", full), ("theory", theory))}}
 out["dtypes"] = sorted(dtypes)
 print(json.dumps(out))

@@ -20,7 +20,6 @@ import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
 import modecollapse as mc  # noqa: E402
-from modecollapse._dynamics._full import _full_vector_field  # noqa: E402
 
 
 def _median_seconds(fn, *args, repeats=200):
@@ -43,7 +42,7 @@ def main():
     rates = mc.LearningRates(1.0, 1.0, 0.01)
     theory_rhs = jax.jit(lambda t, y, tgt, d: mc.theory_vector_field(t, y, tgt, schedule, rates, d))
     full_rhs = jax.jit(
-        lambda t, y, tgt: _full_vector_field(t, y, (tgt, schedule, mc.ExactEstimator(), rates))
+        lambda t, y, tgt: mc.full_vector_field(t, y, (tgt, schedule, mc.ExactEstimator(), rates))
     )
     rows = []
     print(f"{'d':>8} {'theory [us]':>12} {'full exact [us]':>16} {'full/theory':>12}")

@@ -1,21 +1,25 @@
 """modecollapse: variational inference on Gaussian-mixture targets, and when it collapses.
 
-Layout (each private module names the equations of docs/theory.md it implements):
+The public API is this namespace plus `modecollapse.metrics`, `modecollapse.figures` and
+`modecollapse.jobs`. The implementation lives in private rooms, one per layer; each module names
+the equations of docs/theory.md it implements (README, "Architecture"):
 
-- targets and families: `_mixtures` (GaussianMixture, IsotropicMixture);
-- Gaussian integrals: `_integrals` (1-D, exact), `_expectations` (logit statistics);
-- objectives and estimators: `_objective`;
-- full flow: `_flow`; theory (summary statistics): `_summary`, `_theory`;
-- chunked particle estimators: `_particles`;
-- schedules: `_schedules`; annealing formula and design: `_formula`, `_design`;
-- metrics: `metrics` (`_metrics`); sweeps: `_sweep`, `_initial`;
-- normalizing flows: `_realnvp` (RealNVP), `_flowvi` (flow VI), `_pushforward` (Lipschitz bound);
-- experiments and CLI: `_config`, `_experiment`, `_run`, `_cli`.
+- `_numerics/`: 1-D Gaussian integrals, softmax expectations, the PSD factor and rank rule, dtypes;
+- `_mixtures`, `_summary`, `_objective`: models, summary statistics (G1), the objective F;
+- `_estimators/`: exact, fixed, fresh and projected particle gradients, with one registry;
+- `_dynamics/`: the one solve entry, rates, the full flow, the theory ODE, SGD noise, the
+  d → ∞ limit and the exact initial law;
+- `_annealing/`: schedules (one table), the P(collapse) formula and schedule design;
+- `_metrics` (`metrics`): collapse metrics, the outcome classifier and its labels;
+- `_flows/`: RealNVP, flow VI and the push-forward bound;
+- `_experiments/`: the jax-free config, problem building, sweeps, records and atomic IO;
+- `_figures/` (`figures`): PNG figures of every record;
+- `_jobs/` (`jobs`): one module per CLI command; `_cli`: argparse and one command table.
 """
 
 import importlib.metadata
 
-from . import metrics as metrics
+from . import metrics as metrics  # figures and jobs import matplotlib: imported when asked for
 from ._annealing._design import optimise_schedule as optimise_schedule
 from ._annealing._formula import (
     CollapseFormula as CollapseFormula,
@@ -36,7 +40,7 @@ from ._annealing._schedules import (
     schedule_from_kind as schedule_from_kind,
     schedule_parameters as schedule_parameters,
 )
-from ._dynamics._full import solve_full as solve_full
+from ._dynamics._full import full_vector_field as full_vector_field, solve_full as solve_full
 from ._dynamics._initial import (
     initial_state as initial_state,
     sample_initial_overlaps as sample_initial_overlaps,
@@ -67,6 +71,7 @@ from ._estimators._estimators import (
     ProjectedFreshParticles as ProjectedFreshParticles,
 )
 from ._estimators._particles import (
+    chunk_noise as chunk_noise,
     default_chunk as default_chunk,
     particle_noise as particle_noise,
     particle_objective as particle_objective,
@@ -81,8 +86,12 @@ from ._experiments._config import (
     parse_experiment as parse_experiment,
 )
 from ._experiments._problem import (
+    STATISTICS as STATISTICS,
     NumericalFailure as NumericalFailure,
+    Problem as Problem,
     build_problem as build_problem,
+    run_full as run_full,
+    run_theory as run_theory,
 )
 from ._experiments._sweep import (
     plan_sweep as plan_sweep,
@@ -101,8 +110,10 @@ from ._flows._pushforward import (
 )
 from ._flows._realnvp import AffineCoupling as AffineCoupling, RealNVP as RealNVP
 from ._flows._vi import (
+    LIPSCHITZ_TAIL as LIPSCHITZ_TAIL,
     FlowTraining as FlowTraining,
     classify_flow as classify_flow,
+    example_seeds as example_seeds,
     flow_objective as flow_objective,
     init_flows as init_flows,
     train_flows as train_flows,

@@ -12,7 +12,23 @@ from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
 
 
-def _full_vector_field(t, y, args, step_index=None):
+def full_vector_field(t, y, args, step_index=None):
+    """The full flow's right-hand side (eq. (D1)): dθ/dt = −Λ ∇_θ F(θ; β(t)) for
+    θ = `y` = (means, logits, log_scale).
+
+    **Arguments:**
+
+    - `t`: the time; `y`: the parameters θ.
+    - `args`: `(target, schedule, estimator, rates)`.
+    - `step_index`: the integer Euler step, for the SGD estimators (None otherwise).
+
+    **Returns:** (ṁ, ȧ, (log s)˙), the same structure as `y`.
+
+    **Example:**
+    ```python
+    full_vector_field(0.0, (M, a, log_s), (p, NoAnnealing(), ExactEstimator(), LearningRates()))
+    ```
+    """
     target, schedule, estimator, rates = args
     beta = schedule(t)
 
@@ -28,7 +44,7 @@ def _sgd_vector_field(t, y, args):
     # The fixed-step Euler route passes its integer step counter along (`StepCountingEuler`):
     # step n of an SGD estimator draws the particles of fold_in(key, n) (issue 11, fault 7).
     args, step_index = args
-    return _full_vector_field(t, y, args, step_index)
+    return full_vector_field(t, y, args, step_index)
 
 
 def _full_save(t, y, args):
@@ -72,7 +88,7 @@ def solve_full(
     """
     y0 = (family.means, family.logits, family.log_scale)
     return integrate(
-        _full_vector_field if estimator.fixed_step is None else _sgd_vector_field,
+        full_vector_field if estimator.fixed_step is None else _sgd_vector_field,
         y0,
         (target, schedule, estimator, rates),
         ts,

@@ -28,11 +28,25 @@ def default_chunk(n: int, components: int, dim: int) -> int:
     return max(1, min(n, CHUNK_NUMBERS // max(1, components * dim)))
 
 
-def _chunk_noise(
+def chunk_noise(
     key: PRNGKeyArray, start: ArrayLike, count: int, components: int, dim: int, dtype
 ) -> Float[Array, "c k d"]:
-    # Particle i (all K components at once) is drawn from fold_in(key, i): the particle set does
-    # not depend on the chunk size.
+    """Particles `start … start + count − 1` of the particle estimators (eq. (E4)), all K
+    components at once: particle i is drawn from `fold_in(key, i)`, so the particle set does not
+    depend on the chunk size.
+
+    **Arguments:**
+
+    - `key`: the particle key; `start`: the first particle's index (traced is fine);
+      `count`: how many; `components`, `dim`: K and d; `dtype`: the float dtype.
+
+    **Returns:** z of shape (count, K, d).
+
+    **Example:**
+    ```python
+    z = chunk_noise(jr.key(0), 16, 16, 2, 1000, jnp.float32)  # particles 16..31
+    ```
+    """
     index = jnp.asarray(start).astype(jnp.int32) + jnp.arange(count, dtype=jnp.int32)
     return jax.vmap(lambda i: jr.normal(jr.fold_in(key, i), (components, dim), dtype))(index)
 
@@ -62,7 +76,7 @@ def particle_noise(
     ```
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
-    return jnp.swapaxes(_chunk_noise(key, 0, n, components, dim, dtype), 0, 1)
+    return jnp.swapaxes(chunk_noise(key, 0, n, components, dim, dtype), 0, 1)
 
 
 def _distances(means: Float[Array, "k d"], target_means: Float[Array, "j d"]):
@@ -115,7 +129,7 @@ def _constant_term(log_scale: Float[Array, ""], target: GaussianMixture, beta, d
 def _chunk_inputs(key, c, chunk, n, params, target, dtype):
     means = params[0]
     K, d = means.shape
-    z = _chunk_noise(key, c * chunk, chunk, K, d, dtype)  # (chunk, K, d)
+    z = chunk_noise(key, c * chunk, chunk, K, d, dtype)  # (chunk, K, d)
     W = jnp.concatenate([means, target.means])  # (K + J, d)
     # The one matmul of (E6): (chunk·K) × d by d × (K + J).
     proj = jnp.einsum("ckd,ld->ckl", z, W)

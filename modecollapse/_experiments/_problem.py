@@ -216,7 +216,21 @@ def _checked(traj: Trajectory, route: str, exp: Experiment) -> Trajectory:
 
 
 def run_theory(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict[str, float]]:
-    """Solve the theory ODE; returns the trajectory and wall seconds {compile, solve}."""
+    """Solve the theory ODE (eqs. (T1)–(T5)) of a built problem.
+
+    **Arguments:**
+
+    - `problem`: from `build_problem`.
+    - `progress`: a diffrax progress bar.
+
+    **Returns:** `(trajectory, {"compile": s, "solve": s})`; raises `NumericalFailure` if the
+    solve failed.
+
+    **Example:**
+    ```python
+    traj, seconds = run_theory(build_problem(load_experiment(None)))
+    ```
+    """
     exp = problem.experiment
     traj, seconds = timed(
         solve_theory,
@@ -232,7 +246,21 @@ def run_theory(problem: Problem, progress: bool = False) -> tuple[Trajectory, di
 
 
 def run_full(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict[str, float]]:
-    """Solve the full d-dimensional flow; returns the trajectory and wall seconds."""
+    """Solve the full d-dimensional flow (eq. (D1)) of a built problem, with its estimator.
+
+    **Arguments:**
+
+    - `problem`: from `build_problem`.
+    - `progress`: a diffrax progress bar.
+
+    **Returns:** `(trajectory, {"compile": s, "solve": s})`; raises `NumericalFailure` if the
+    solve failed.
+
+    **Example:**
+    ```python
+    traj, seconds = run_full(build_problem(load_experiment(None)))
+    ```
+    """
     exp = problem.experiment
     traj, seconds = timed(
         solve_full,
@@ -247,6 +275,7 @@ def run_full(problem: Problem, progress: bool = False) -> tuple[Trajectory, dict
     return _checked(traj, "full-flow", exp), seconds
 
 
+# The trajectory statistics that records and comparisons report, in order.
 STATISTICS = ("R", "Q", "weights", "scale", "objective")
 
 
