@@ -31,59 +31,44 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import warnings  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modecollapse._annealing._design import make_schedule  # noqa: E402
-from modecollapse._annealing._formula import p_collapse_formula  # noqa: E402
-from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
-from modecollapse._figures._runs import plt, png  # noqa: E402
+import modecollapse as mc  # noqa: E402
+from modecollapse.figures import png  # noqa: E402
+from modecollapse.jobs import formula_arguments  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(os.path.dirname(__file__)))
-DIM, NORM, INIT, T_END = 1000, 5.0, 3.0, 300.0
-BETA0 = [0.01, 0.03, 0.1, 0.3, 1.0]
-DURATION = [5.0, 15.0, 50.0, 150.0]
+DIAGRAMS = ("linear_rho0.5", "linear_rho0.7", "geometric_rho0.5", "exponential_rho0.5")
 FULL_CELLS = {"beta0": [0.01, 0.1, 1.0], "duration": [5.0, 50.0]}
 
 
-def base_toml(rho: float, kind: str) -> str:
-    return f"""\
-dim = {DIM}
-t_end = {T_END}
-save_points = 2
-seed = 0
-
-[target]
-weights = [{rho}, {1 - rho}]
-scale = 1.0
-means = {{ kind = "antipodal", norm = {NORM} }}
-
-[variational]
-components = 2
-weights = [0.5, 0.5]
-scale = 1.0
-init = {{ kind = "random", norm = {INIT} }}
-learning_rates = {{ means = 1.0, weights = 1.0, scale = 0.0 }}
-
-[annealing]
-kind = "{kind}"
-beta0 = 0.1
-{"rate = 0.1" if kind == "exponential" else "duration = 10.0"}
-scale = "adiabatic"
-
-[simulation]
-full = false
-estimator = "exact"
-rtol = 1e-6
-atol = 1e-8
-"""
+def _example(name: str) -> dict:
+    """The committed experiment file examples/annealing_NAME.toml (its [sweep] is the grid)."""
+    with open(os.path.join(ROOT, "examples", f"annealing_{name}.toml"), "rb") as f:
+        return tomllib.load(f)
 
 
-DIAGRAMS = {
-    "linear_rho0.5": (0.5, "linear"),
-    "linear_rho0.7": (0.7, "linear"),
-    "geometric_rho0.5": (0.5, "geometric"),
-    "exponential_rho0.5": (0.5, "exponential"),
-}
+def _grid(raw: dict) -> tuple[list[float], list[float]]:
+    """(β0 values, annealing times τ) of an example's grid; exponential: τ = 3/rate."""
+    params = raw["sweep"]["parameters"]
+    times = params.get("annealing.duration") or [3.0 / r for r in params["annealing.rate"]]
+    return params["annealing.beta0"], times
+
+
+# The grid and the setup shared by the four diagrams, read from the files (checked equal).
+_REF = _example(DIAGRAMS[0])
+BETA0, DURATION = _grid(_REF)
+DIM, T_END = _REF["dim"], _REF["t_end"]
+NORM, INIT = _REF["target"]["means"]["norm"], _REF["variational"]["init"]["norm"]
+for _name in DIAGRAMS:
+    _b, _d = _grid(_example(_name))
+    assert np.allclose(_b, BETA0) and np.allclose(_d, DURATION), f"{_name}: another grid"
 
 
 def _time_key(kind: str, durations: list[float]) -> tuple[str, list[float]]:
@@ -92,30 +77,31 @@ def _time_key(kind: str, durations: list[float]) -> tuple[str, list[float]]:
     return "annealing.duration", durations
 
 
-def _sweep(rho, kind, beta0, durations, seeds, route, work, chunk=1000):
-    key, values = _time_key(kind, durations)
-    text = base_toml(rho, kind) + (
-        f"\n[sweep]\nseeds = {seeds}\nchunk = {chunk}\n[sweep.parameters]\n"
-        f'"annealing.beta0" = {json.dumps(beta0)}\n"{key}" = {json.dumps(values)}\n'
-    )
-    plan = plan_sweep(tomllib.loads(text), route)
+def _sweep(name, beta0, durations, seeds, route, work, chunk=1000):
+    raw = _example(name)
+    key, values = _time_key(raw["annealing"]["kind"], durations)
+    raw["sweep"] = {
+        "seeds": seeds,
+        "chunk": chunk,
+        "parameters": {"annealing.beta0": beta0, key: values},
+    }
+    plan = mc.plan_sweep(raw, route)
     shutil.rmtree(work, ignore_errors=True)
-    results = run_sweep(plan, work, progress=sys.stderr.isatty())
-    return summarise(plan, results)
+    results = mc.run_sweep(plan, work, progress=sys.stderr.isatty())
+    return mc.summarise(plan, results)
 
 
-def _formula_grid(rho, kind, beta0, durations):
-    out = []
-    for b in beta0:
-        row = []
-        for d in durations:
-            schedule = make_schedule(kind, b, d)
-            p = p_collapse_formula(
-                schedule, target_norm=NORM, weight=rho, init_norm=INIT, dim=DIM, t_end=T_END
-            )
-            row.append(float(p))
-        out.append(row)
-    return out
+def _formula_grid(name, beta0, durations):
+    raw = _example(name)
+    raw.pop("sweep")
+    setting = formula_arguments(mc.parse_experiment(raw))
+    kind = raw["annealing"]["kind"]
+    with warnings.catch_warnings():  # ρ = 0.7 is outside the formula's regime, knowingly
+        warnings.simplefilter("ignore", mc.FormulaRegimeWarning)
+        return [
+            [float(mc.p_collapse_formula(mc.make_schedule(kind, b, d), setting)) for d in durations]
+            for b in beta0
+        ]
 
 
 def _heat(ax, grid, ci, formula, title):
@@ -251,10 +237,12 @@ def main():
         "diagrams": {},
     }
     errors = []
-    for name, (rho, kind) in DIAGRAMS.items():
+    for name in DIAGRAMS:
+        raw = _example(name)
+        rho, kind = raw["target"]["weights"][0], raw["annealing"]["kind"]
         print(f"{name}: theory sweep ...", file=sys.stderr, flush=True)
-        s = _sweep(rho, kind, BETA0, DURATION, args.seeds, "theory", os.path.join(work, name))
-        formula = _formula_grid(rho, kind, BETA0, DURATION)
+        s = _sweep(name, BETA0, DURATION, args.seeds, "theory", os.path.join(work, name))
+        formula = _formula_grid(name, BETA0, DURATION)
         err = np.abs(np.asarray(formula) - np.asarray(s["p_collapse"], float))
         g = dict(
             rho=rho,
@@ -286,7 +274,7 @@ def main():
     # full-route validation (linear, ρ = ½)
     print("full-route validation ...", file=sys.stderr, flush=True)
     b, t = FULL_CELLS["beta0"], FULL_CELLS["duration"]
-    full = _sweep(0.5, "linear", b, t, args.full_seeds, "full", os.path.join(work, "vf"), 500)
+    full = _sweep("linear_rho0.5", b, t, args.full_seeds, "full", os.path.join(work, "vf"), 500)
     theory = report["diagrams"]["linear_rho0.5"]
     rows = []
     for i, bi in enumerate(b):

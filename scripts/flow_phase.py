@@ -41,15 +41,13 @@ import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modecollapse._annealing._schedules import LinearSchedule  # noqa: E402
-from modecollapse._experiments._config import DEFAULT_TOML  # noqa: E402
-from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
-from modecollapse._figures._flows import lipschitz_figure, mode_mass_figure, phase_comparison_figure  # noqa: E402
-from modecollapse._flows._pushforward import mixture_tv_bound, required_lipschitz, tv_threshold  # noqa: E402
-from modecollapse._flows._vi import LIPSCHITZ_TAIL, example_seeds, train_flows  # noqa: E402
-from modecollapse._metrics import LABELS, Thresholds  # noqa: E402
-from modecollapse._mixtures import GaussianMixture  # noqa: E402
-from modecollapse.metrics import wilson_interval  # noqa: E402
+import modecollapse as mc  # noqa: E402
+from modecollapse.figures import (  # noqa: E402
+    lipschitz_figure,
+    mode_mass_figure,
+    phase_comparison_figure,
+)
+from modecollapse.metrics import LABELS, Label, Thresholds, label_index, wilson_interval  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIG = os.path.join(ROOT, "docs", "figures")
@@ -62,28 +60,31 @@ DURATION = [1.0, 2.0, 4.0, 8.0]
 FLOW = dict(layers=4, width=32, steps=1000, learning_rate=0.01, particles=64, optimizer="adam")
 
 
-def _target(dim: int) -> GaussianMixture:
+def _target(dim: int) -> mc.GaussianMixture:
     means = np.zeros((2, dim))
     means[0, 0], means[1, 0] = NORM, -NORM
-    return GaussianMixture(jnp.asarray(means), jnp.asarray(WEIGHTS))
+    return mc.GaussianMixture(jnp.asarray(means), jnp.asarray(WEIGHTS))
 
 
-def _theory_base(dim: int) -> str:
-    return (
-        DEFAULT_TOML.replace("dim = 64", f"dim = {dim}")
-        .replace("norm = 3.0 }", f"norm = {NORM} }}")
-        .replace("duration = 20.0", 'duration = 20.0\nscale = "adiabatic"')
-    )
+def _theory_base(dim: int, **changes) -> dict:
+    """examples/flow_phase_theory.toml at dimension `dim`, with top-level `changes`."""
+    with open(os.path.join(ROOT, "examples", "flow_phase_theory.toml"), "rb") as f:
+        raw = tomllib.load(f)
+    raw.update(dim=dim, **changes)
+    return raw
+
+
+def _theory_sweep(raw: dict, grid: dict, seeds: int, work: str) -> dict:
+    raw["sweep"] = {"seeds": seeds, "chunk": 2048, "parameters": grid}
+    plan = mc.plan_sweep(raw, "theory")
+    shutil.rmtree(work, ignore_errors=True)
+    return mc.summarise(plan, mc.run_sweep(plan, work, progress=sys.stderr.isatty()))
 
 
 def theory_cells(dim: int, seeds: int, work: str) -> dict:
     grid = {"annealing.beta0": BETA0, "annealing.duration": DURATION}
-    params = "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in grid.items())
-    text = _theory_base(dim) + f"\n[sweep]\nseeds = {seeds}\nchunk = 2048\n[sweep.parameters]\n"
-    plan = plan_sweep(tomllib.loads(text + params + "\n"), "theory")
-    shutil.rmtree(work, ignore_errors=True)
     t0 = time.perf_counter()
-    summary = summarise(plan, run_sweep(plan, work, progress=sys.stderr.isatty()))
+    summary = _theory_sweep(_theory_base(dim), grid, seeds, work)
     return {
         "seeds": seeds,
         "p_collapse": summary["p_collapse"],
@@ -102,10 +103,10 @@ def flow_cells(dim: int, seeds: int, progress: bool):
     b0, tau = np.meshgrid(BETA0, DURATION, indexing="ij")  # cell (i, j) = (β0_i, τ_j)
     b0 = np.repeat(b0.ravel(), seeds)
     tau = np.repeat(tau.ravel(), seeds)
-    schedule = LinearSchedule(jnp.asarray(b0, jnp.float32), jnp.asarray(tau, jnp.float32))
+    schedule = mc.LinearSchedule(jnp.asarray(b0, jnp.float32), jnp.asarray(tau, jnp.float32))
     ids = jnp.tile(jnp.arange(seeds), n_cells)
     t0 = time.perf_counter()
-    run = train_flows(
+    run = mc.train_flows(
         jr.key(dim),
         _target(dim),
         schedule,
@@ -123,9 +124,9 @@ def flow_cells(dim: int, seeds: int, progress: bool):
     jax.block_until_ready(run.kl)
     seconds = time.perf_counter() - t0
     label = np.asarray(run.label).reshape(len(BETA0), len(DURATION), seeds)
-    ok = label != LABELS.index("failed")
+    ok = label != label_index(Label.failed)
     n_ok = ok.sum(-1)
-    collapsed = (ok & (label != LABELS.index("covered"))).sum(-1)
+    collapsed = (ok & (label != label_index(Label.covered))).sum(-1)
     lo, hi = wilson_interval(collapsed, n_ok)
     frac = lambda name: ((label == LABELS.index(name)).sum(-1) / np.maximum(n_ok, 1)).tolist()  # noqa: E731
     cells = {
@@ -161,7 +162,7 @@ def _panel(run, dim, i, j, seeds):
         "masses": masses.tolist(),
         "rho": WEIGHTS,
         "coverage": Thresholds().coverage,
-        "examples": example_seeds(labels),
+        "examples": mc.example_seeds(labels),
     }
 
 
@@ -220,17 +221,9 @@ def theory_long(dims, seeds, work):
     report = _load(path)
     out = report.setdefault("theory_long_durations", {})
     for dim in dims:
-        base = (
-            _theory_base(dim)
-            .replace("t_end = 40.0", "t_end = 150.0")
-            .replace("save_points = 41", "save_points = 76")
-        )
+        base = _theory_base(dim, t_end=150.0, save_points=76)
         grid = {"annealing.beta0": BETA0, "annealing.duration": LONG_DURATION}
-        params = "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in grid.items())
-        text = base + f"\n[sweep]\nseeds = {seeds}\nchunk = 2048\n[sweep.parameters]\n{params}\n"
-        plan = plan_sweep(tomllib.loads(text), "theory")
-        shutil.rmtree(os.path.join(work, "long"), ignore_errors=True)
-        summary = summarise(plan, run_sweep(plan, os.path.join(work, "long")))
+        summary = _theory_sweep(base, grid, seeds, os.path.join(work, "long"))
         out[str(dim)] = {
             "beta0": BETA0,
             "duration": LONG_DURATION,
@@ -248,7 +241,7 @@ def lipschitz(dims, seeds, progress):
     report = {
         "bound": "TV(g#N(0,I), p) >= max over half-space pairs of (PF3); L*(eps) = inf{L: bound <= "
         "eps} (PF5)",
-        "outside_ball_mass": LIPSCHITZ_TAIL,
+        "outside_ball_mass": mc.LIPSCHITZ_TAIL,
         "settings": {**FLOW, "dtype": "float32", "seeds_per_schedule": seeds},
         "dims": {},
     }
@@ -256,10 +249,10 @@ def lipschitz(dims, seeds, progress):
         target = _target(dim)
         flows = []
         for b0, tau in ((1.0, 1.0), (BETA0[0], DURATION[-1])):
-            run = train_flows(
+            run = mc.train_flows(
                 jr.key(1000 + dim),
                 target,
-                LinearSchedule(b0, tau),
+                mc.LinearSchedule(b0, tau),
                 seeds=seeds,
                 records=10,
                 dtype=jnp.float32,
@@ -281,9 +274,9 @@ def lipschitz(dims, seeds, progress):
                         "L_upper": float(run.lipschitz_upper[s, -1]),
                         "L_lower_trajectory": np.asarray(run.lipschitz_lower[s]).tolist(),
                         "L_upper_trajectory": np.asarray(run.lipschitz_upper[s]).tolist(),
-                        "L_required": float(required_lipschitz(x, target)),
-                        "L_threshold": tv_threshold(target, tv),
-                        "L_threshold_ball": tv_threshold(target, tv, LIPSCHITZ_TAIL),
+                        "L_required": float(mc.required_lipschitz(x, target)),
+                        "L_threshold": mc.tv_threshold(target, tv),
+                        "L_threshold_ball": mc.tv_threshold(target, tv, mc.LIPSCHITZ_TAIL),
                     }
                 )
         top = max(
@@ -304,13 +297,13 @@ def lipschitz(dims, seeds, progress):
         report["dims"][str(dim)] = {
             "curve": {
                 "L": L.tolist(),
-                "bound": np.asarray(mixture_tv_bound(target, jnp.asarray(L))).tolist(),
+                "bound": np.asarray(mc.mixture_tv_bound(target, jnp.asarray(L))).tolist(),
                 "bound_ball": np.asarray(
-                    mixture_tv_bound(target, jnp.asarray(L), LIPSCHITZ_TAIL)
+                    mc.mixture_tv_bound(target, jnp.asarray(L), mc.LIPSCHITZ_TAIL)
                 ).tolist(),
             },
-            "outside": LIPSCHITZ_TAIL,
-            "L_threshold_cover": tv_threshold(target, best) if covering else float("nan"),
+            "outside": mc.LIPSCHITZ_TAIL,
+            "L_threshold_cover": mc.tv_threshold(target, best) if covering else float("nan"),
             "best_covering_tv": best,
             "checks": checks,
             "flows": flows,

@@ -13,6 +13,7 @@ benchmarks/results/phase_diagrams.json.
 """
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -25,84 +26,70 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from modecollapse._experiments._config import DEFAULT_TOML  # noqa: E402
-from modecollapse._experiments._sweep import plan_sweep, run_sweep, summarise  # noqa: E402
-from modecollapse._figures._runs import phase_figure, plt, png  # noqa: E402
+import modecollapse as mc  # noqa: E402
+from modecollapse.figures import phase_figure, png  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 1000
 
-_BASE = (
-    DEFAULT_TOML.replace("dim = 64", f"dim = {DIM}")
-    .replace("t_end = 40.0", "t_end = 100.0")
-    .replace("save_points = 41", "save_points = 51")
-    .replace('kind = "linear"\nbeta0 = 0.2\nduration = 20.0', 'kind = "none"')
-)
+
+def _example(name: str) -> dict:
+    """A committed experiment file under examples/ (its [sweep] table is the diagram's grid)."""
+    with open(os.path.join(ROOT, "examples", f"phase_{name}.toml"), "rb") as f:
+        raw = tomllib.load(f)
+    assert raw["dim"] == DIM, f"examples/phase_{name}.toml: dim {raw['dim']} != {DIM}"
+    return raw
 
 
-def _rates(means: float, weights: float, scale: float) -> str:
-    return f"learning_rates = {{ means = {means}, weights = {weights}, scale = {scale} }}"
+def _spec(name: str, title: str, validation: dict, mechanism: str) -> dict:
+    raw = _example(name)
+    return dict(
+        title=title,
+        base=raw,
+        grid=raw["sweep"]["parameters"],
+        validation=validation,
+        mechanism=mechanism,
+    )
 
 
 DIAGRAMS = {
-    "a": dict(
-        title="(a) fixed weights: P(mean alignment)",
-        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 0.0, 0.0)),
-        grid={
-            "variational.init.norm": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
-            "target.weights": [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]],
-        },
-        validation={
-            "variational.init.norm": [0.5, 4.0],
-            "target.weights": [[0.5, 0.5], [0.8, 0.2]],
-        },
-        mechanism="mean_alignment",
+    "a": _spec(
+        "a",
+        "(a) fixed weights: P(mean alignment)",
+        {"variational.init.norm": [0.5, 4.0], "target.weights": [[0.5, 0.5], [0.8, 0.2]]},
+        "mean_alignment",
     ),
-    "b": dict(
-        title="(b) trainable weights, initial norm 8: P(vanishing weight)",
-        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 1.0, 0.0)).replace(
-            'init = { kind = "random", norm = 1.0 }', 'init = { kind = "random", norm = 8.0 }'
-        ),
-        grid={
-            "variational.learning_rates.weights": [0.1, 0.3, 1.0, 3.0, 10.0],
-            "target.weights": [[0.5, 0.5], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]],
-        },
-        validation={
+    "b": _spec(
+        "b",
+        "(b) trainable weights, initial norm 8: P(vanishing weight)",
+        {
             "variational.learning_rates.weights": [0.1, 3.0],
             "target.weights": [[0.5, 0.5], [0.8, 0.2]],
         },
-        mechanism="vanishing_weight",
+        "vanishing_weight",
     ),
-    "c": dict(
-        title="(c) K = 3 on J = 3: outcomes",
-        base=_BASE.replace(_rates(1.0, 1.0, 0.01), _rates(1.0, 1.0, 0.0))
-        .replace(
-            'weights = [0.6, 0.4]\nscale = 1.0\nmeans = { kind = "antipodal", norm = 3.0 }',
-            "weights = [0.5, 0.3, 0.2]\nscale = 1.0\n"
-            'means = { kind = "orthogonal", norms = [3.0, 3.0, 3.0] }',
-        )
-        .replace(
-            "components = 2\nweights = [0.5, 0.5]",
-            "components = 3\nweights = [0.3333333333333333, 0.3333333333333333, "
-            "0.3333333333333334]",
-        )
-        .replace("atol = 1e-9", "atol = 1e-9\nquadrature_nodes = 16"),
-        grid={"variational.init.norm": [0.5, 1.0, 2.0, 4.0, 8.0]},
-        validation={"variational.init.norm": [0.5, 1.0, 2.0, 8.0]},
-        mechanism="mean_alignment",
+    "c": _spec(
+        "c",
+        "(c) K = 3 on J = 3: outcomes",
+        {"variational.init.norm": [0.5, 1.0, 2.0, 8.0]},
+        "mean_alignment",
     ),
 }
 
 
-def _sweep(base: str, grid: dict, seeds: int, route: str, work: str, chunk: int = 1000):
-    params = "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in grid.items())
-    text = base + f"\n[sweep]\nseeds = {seeds}\nchunk = {chunk}\n[sweep.parameters]\n{params}\n"
-    plan = plan_sweep(tomllib.loads(text), route)
+def _sweep(base: dict, grid: dict, seeds: int, route: str, work: str, chunk: int = 1000):
+    raw = copy.deepcopy(base)
+    raw["sweep"] = {"seeds": seeds, "chunk": chunk, "parameters": grid}
+    plan = mc.plan_sweep(raw, route)
     shutil.rmtree(work, ignore_errors=True)
-    results = run_sweep(plan, work, progress=sys.stderr.isatty())
-    return summarise(plan, results)
+    results = mc.run_sweep(plan, work, progress=sys.stderr.isatty())
+    return mc.summarise(plan, results)
 
 
 def _cell(summary: dict, index: tuple[int, ...], key: str):
