@@ -120,7 +120,10 @@ def optimise_schedule(
         if time.perf_counter() - start > budget:
             stopped = "budget"
             break
-        updates, state = opt.update(grad, state)
+        # optax's Adam mixes its int32 step count with Python floats (bias correction), which
+        # strict dtype promotion refuses; only this third-party call runs under "standard".
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = opt.update(grad, state)
         theta = jnp.asarray(optax.apply_updates(theta, updates))
     bar.close()
     best = min(history, key=lambda h: h["objective"])
