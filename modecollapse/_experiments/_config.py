@@ -504,6 +504,8 @@ def _beta_range(a: AnnealingConfig, t_end: float) -> tuple[float, float]:
 def explicit_step_rates(exp: Experiment) -> dict[str, tuple[float, str]]:
     """Relaxation rates of the full flow's stiff modes, from the config alone (no jax).
 
+    docs/theory.md, §5b: the Euler limit (ST1) and the rates (ST2)–(ST4).
+
     Explicit Euler with step h is stable on a mode of rate λ iff λ·h < 2. Each rate is a
     diagonal entry Λ_ii ∂²F/∂θ_i² of the preconditioned Hessian Λ^½ H Λ^½ of eq. (F1) under flow
     (D1). Its largest eigenvalue, the stiffest rate, is at least any diagonal entry, so an

@@ -1,4 +1,4 @@
-"""The PSD factor and the one rank tolerance of the package (docs/theory.md, eqs. (G1), (B2), (E8)).
+"""The PSD factor and the one rank rule of the package (docs/theory.md, §8b, eq. (RK1)).
 
 Gram matrices (T = U Uᵀ, the embedding Gram of span{m, μ}, the logit covariances of (G1)) are often
 singular: antipodal targets, coincident means. Every decision "this eigenvalue is zero" uses one
