@@ -84,6 +84,9 @@ def wilson_interval(
     lo, hi = wilson_interval(np.array([0, 5]), np.array([10, 10]))
     ```
     """
+    xp: Any
+    k: Any
+    n: Any
     if isinstance(successes, jax.Array) or isinstance(trials, jax.Array):
         xp, k, n = jnp, successes, trials
     else:
@@ -333,7 +336,8 @@ def outcome_fields() -> tuple[OutcomeField, ...]:
     """
     out = []
     for f in dataclasses.fields(Outcome):
-        dtypes = f.type.dtypes
+        annotation: Any = f.type  # a jaxtyping annotation: Float[Array, ...] and so on
+        dtypes = annotation.dtypes
         if "float64" in dtypes:
             dtype, missing = np.dtype(np.float64), np.nan
         elif "bool" in dtypes:
@@ -342,13 +346,13 @@ def outcome_fields() -> tuple[OutcomeField, ...]:
             dtype, missing = np.dtype(np.int32), 0
         else:  # pragma: no cover - a new field needs a Float, Int or Bool annotation
             raise TypeError(f"`Outcome.{f.name}`: annotate it as Float, Int or Bool.")
-        if f.type.dim_str not in ("", "j"):  # pragma: no cover
+        if annotation.dim_str not in ("", "j"):  # pragma: no cover
             raise TypeError(f"`Outcome.{f.name}`: shape must be scalar or (j,) modes.")
         out.append(
             OutcomeField(
                 f.name,
                 dtype,
-                f.type.dim_str == "j",
+                annotation.dim_str == "j",
                 f.metadata.get("missing", missing),
                 f.metadata.get("json", True),
             )
@@ -417,7 +421,7 @@ def classify(
         Label.mean_alignment,
         Label.where(jnp.any(vanished), Label.vanishing_weight, Label.other),
     )
-    return label_index(Label.where(all_covered, Label.covered, uncovered))
+    return jnp.asarray(label_index(Label.where(all_covered, Label.covered, uncovered)))
 
 
 def trajectory_outcome(

@@ -43,7 +43,7 @@ def gaussian_logit_law(
     ```
     """
     mean = log_weights + (cross - 0.5 * jnp.diag(gram)) / scale2
-    return mean, s2 * gram / scale2**2
+    return jnp.asarray(mean), jnp.asarray(s2 * gram / scale2**2)
 
 
 class TargetStatistics(eqx.Module):

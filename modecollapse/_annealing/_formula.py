@@ -131,7 +131,7 @@ class FormulaSetting(eqx.Module):
 
 
 def _concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def formula_regime(setting: FormulaSetting) -> dict[str, Any]:
@@ -155,9 +155,10 @@ def formula_regime(setting: FormulaSetting) -> dict[str, Any]:
     """
     reasons = []
     w = setting.weight
-    if setting.weights_rate > 0 and _concrete(w) and abs(float(w) - 0.5) > 1e-12:
+    if setting.weights_rate > 0 and _concrete(w) and abs(float(np.asarray(w)) - 0.5) > 1e-12:
+        rho = float(np.asarray(w))
         reasons.append(
-            f"`weight` ρ = {float(w):g} != 1/2 with trainable weights (`weights_rate` = "
+            f"`weight` ρ = {rho:g} != 1/2 with trainable weights (`weights_rate` = "
             f"{setting.weights_rate:g}): the formula holds the weights at 1/2; read it as a trend "
             "up to τ ≈ 50 (docs/theory.md §13)"
         )

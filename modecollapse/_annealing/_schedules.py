@@ -323,7 +323,7 @@ def _static_breakpoints(duration: ArrayLike) -> tuple[float, ...]:
     no value at trace time: no kink is returned, and the adaptive controller resolves it by step
     rejection (correct, a few more steps). Anything else is a bug and raises.
     """
-    if isinstance(duration, jax.core.Tracer):
+    if isinstance(duration, jax.core.Tracer):  # pyright: ignore[reportAttributeAccessIssue]
         return ()
     values = np.unique(np.ravel(np.asarray(duration, dtype=np.float64)))
     if not np.all(np.isfinite(values)):

@@ -192,7 +192,7 @@ def classify_flow(
         Label.where(n_never == 0, Label.vanishing_weight, Label.other),
     )
     label = Label.where(n_missed == 0, Label.covered, missed_label)
-    return label_index(Label.where(finite, label, Label.failed))
+    return jnp.asarray(label_index(Label.where(finite, label, Label.failed)))
 
 
 def _chi_quantile(dim: int, tail: float) -> float:

@@ -222,7 +222,7 @@ def design_experiment(
     a = exp.annealing
     params = {n: float(getattr(a, n)) for n in schedule_parameters(kind)}
     beta0 = params["beta0"]
-    duration = float(annealing_time(kind, params))
+    duration = float(np.asarray(annealing_time(kind, params)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FormulaRegimeWarning)
         result = optimise_schedule(

@@ -107,7 +107,7 @@ def psd_factor(
     ```
     """
     lam, V = jnp.linalg.eigh(0.5 * (gram + gram.T))
-    active = nonzero_eigenvalues(lam)
+    active = jnp.asarray(nonzero_eigenvalues(lam))
     return V * jnp.sqrt(jnp.where(active, lam, 0.0)), lam, V, active
 
 
