@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from ._experiments._config import ConfigError
 from ._experiments._io import write_outputs
 from ._jobs._agreement import COMMAND as AGREEMENT
-from ._jobs._command import Command, Prepared
+from ._jobs._command import Command, Output, Prepared
 from ._jobs._compare import COMMAND as COMPARE
 from ._jobs._design import COMMAND as DESIGN
 from ._jobs._flow import COMMAND as FLOW
@@ -73,9 +73,7 @@ def _configure_jax(precision: str) -> dict[str, Any]:
     """x64 on for float64 only; the persistent compilation cache (MODECOLLAPSE_CACHE_DIR).
 
     Returns the previous precision, for `_restore_jax` (the cache stays: it only stores
-    compilations). Equinox's run-time checks keep their mode (EQX_ON_ERROR, default "raise") on
-    every command: a failed check is a one-line error, never NaN output. (JAX does not cache
-    executables with host callbacks, which the checks compile to, so those recompile each run.)
+    compilations). Equinox's run-time checks are handled by `_execute`.
     """
     import jax
 
@@ -97,6 +95,49 @@ def _restore_jax(previous: dict[str, Any]) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", previous["jax_enable_x64"])
+
+
+def _check_mode(mode: str) -> str:
+    """Set how equinox's run-time checks fail ("raise" or "nan"); returns the previous mode.
+
+    Equinox reads the documented EQX_ON_ERROR variable once, at import, into `equinox._errors`;
+    this sets the same value for the checks traced from now on.
+    """
+    import equinox._errors
+
+    previous = equinox._errors.EQX_ON_ERROR  # pyright: ignore
+    equinox._errors.EQX_ON_ERROR = mode  # pyright: ignore
+    return previous
+
+
+def _execute(command: Command, args: argparse.Namespace, prepared: Prepared) -> Output:
+    """Run a job fast, and if it fails, once more with every run-time check raising.
+
+    JAX does not persist executables that contain host callbacks, and a raising `eqx.error_if`
+    (diffrax's own `ts` and `dt0` checks included) compiles to one, so with checks raising every
+    solve recompiles on every start (measured: warm `run` ≈ 7 s with the cache, ≈ 14 s without).
+    The first attempt therefore traces the checks in "nan" mode. The inputs were validated by
+    `prepare`, and each job raises `NumericalFailure` on a failed or non-finite result, so a
+    tripped check cannot pass silently: on `NumericalFailure` the job runs again with the checks
+    raising, so that a failed check reports its own message; otherwise the second run reports
+    the numerical failure. Sweeps record failed trajectories instead (docs/theory.md, §10).
+    EQX_ON_ERROR set in the environment is respected as it is.
+    """
+    if not command.uses_jax or "EQX_ON_ERROR" in os.environ:
+        return command.execute(args, prepared)
+    import jax
+
+    from ._experiments._problem import NumericalFailure
+
+    previous = _check_mode("nan")
+    try:
+        return command.execute(args, prepared)
+    except NumericalFailure:
+        pass
+    finally:
+        _check_mode(previous)
+        jax.clear_caches()  # what was traced in "nan" mode must not serve later calls
+    return command.execute(args, prepared)
 
 
 _CHECK = re.compile(r"EquinoxRuntimeError: (.+)")
@@ -134,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         prepared = command.prepare(args)  # jax-free: every input is checked before compiling
         if command.uses_jax:
             previous = _configure_jax(prepared.precision)
-        output = command.execute(args, prepared)
+        output = _execute(command, args, prepared)
         if output.files:
             write_outputs(args.out, output.files)  # type: ignore[arg-type]
         for line in output.lines:

@@ -309,3 +309,29 @@ def test_sweep_merge_timeout_must_be_positive(tmp_path, capsys):
     err = _one_line(capsys.readouterr().err)
     assert "`--merge-timeout`" in err and "> 0" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_jobs_run_fast_then_once_more_with_checks_raising_on_failure(tmp_path, monkeypatch):
+    """Fault 2: the first attempt traces checks as NaN (cacheable); a NumericalFailure reruns the
+    job with every check raising, so a tripped check names itself; the mode is then restored."""
+    import dataclasses
+
+    import equinox._errors
+
+    from modecollapse import _cli
+
+    before = equinox._errors.EQX_ON_ERROR  # pyright: ignore
+    modes = []
+
+    def execute(args, prepared):
+        modes.append(equinox._errors.EQX_ON_ERROR)  # pyright: ignore
+        if len(modes) == 1:
+            raise NumericalFailure("first attempt")
+        return _cli.Output()
+
+    monkeypatch.delenv("EQX_ON_ERROR", raising=False)
+    run = dataclasses.replace(COMMANDS["run"], execute=execute)
+    monkeypatch.setitem(COMMANDS, "run", run)
+    main(["run", "--out", str(tmp_path / "o")])
+    assert modes == ["nan", before]
+    assert equinox._errors.EQX_ON_ERROR == before  # pyright: ignore

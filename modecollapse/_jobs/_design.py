@@ -34,6 +34,7 @@ from .._experiments._config import (
     parse_experiment,
 )
 from .._experiments._io import to_json
+from .._experiments._problem import NumericalFailure
 from ._command import Command, Output, Prepared, add_common_arguments, check_out, show_progress
 
 
@@ -235,6 +236,11 @@ def design_experiment(
             budget=budget,
             progress=progress,
         )
+        if not np.isfinite(result.p) or not np.isfinite(result.history[0]["p"]):
+            raise NumericalFailure(
+                f"the collapse formula gave P = {result.p} (start {result.history[0]['p']}) on "
+                f"`annealing` {kind} beta0 = {beta0:g}, duration = {duration:g}."
+            )
         betas = np.geomspace(0.005, 1.0, 7)
         taus = np.geomspace(1.0, 400.0, 7)
         land = np.array(

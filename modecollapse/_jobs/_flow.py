@@ -18,7 +18,7 @@ from .._experiments._config import (
     parse_experiment,
 )
 from .._experiments._io import to_json
-from .._experiments._problem import build_problem, build_schedule
+from .._experiments._problem import NumericalFailure, build_problem, build_schedule
 from .._figures._flows import flow_figure
 from .._flows._pushforward import required_lipschitz, tv_threshold
 from .._flows._vi import LIPSCHITZ_TAIL, example_seeds, train_flows
@@ -83,6 +83,10 @@ def run_flow_experiment(exp: Experiment, progress: bool = False) -> tuple[dict[s
         progress=progress,
     )
     outcome = run.outcome(thresholds)
+    if outcome["labels"].get("failed", 0) == fc.seeds:  # one failed seed is an outcome; all is not
+        raise NumericalFailure(
+            f"every one of the {fc.seeds} flows failed (non-finite loss, masses or KL)."
+        )
     flow0 = jax.tree.map(lambda a: a[0] if isinstance(a, jax.Array) else a, run.flows)
     x0 = np.asarray(flow0.sample(jr.key(exp.seed + 1), (2000,)))
     target_x = np.asarray(target.sample(jr.key(exp.seed + 2), (2000,)))
