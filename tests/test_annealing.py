@@ -291,6 +291,7 @@ def test_formula_arguments_carry_the_experiment_rates():
     assert not mc.formula_regime(trained)["ok"]
 
 
+@pytest.mark.slow  # a whole design run (about 45 s)
 def test_design_says_when_it_is_outside_the_regime(tmp_path):
     """`design` at ρ = 0.7 with trainable weights: one warning, and design.json records why.
     The exponential start (rate 0.3) is read back as τ = 3/rate (eq. (A2))."""
@@ -312,3 +313,17 @@ def test_design_says_when_it_is_outside_the_regime(tmp_path):
     assert regime["ok"] is False and any("`weight`" in r for r in regime["reasons"])
     assert report["start"]["duration"] == pytest.approx(3.0 / 0.3)
     assert report["formula_arguments"]["weights_rate"] == 1.0
+
+
+def test_formula_input_check_names_the_argument():
+    """Fault 2, cheaply: the formula's own check (the one `design` reruns to report) names
+    `init_norm`; the CLI end-to-end version is the slow test in tests/test_config.py."""
+    with pytest.raises(Exception, match="`init_norm` must be > 0"):
+        mc.p_collapse_formula(
+            mc.LinearSchedule(0.1, 10.0),
+            target_norm=5.0,
+            weight=0.5,
+            init_norm=0.0,
+            dim=1000,
+            t_end=300.0,
+        )

@@ -161,6 +161,7 @@ def test_design_refuses_what_the_formula_checks_before_compiling(tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.slow  # two compilations of the design job (about 90 s)
 def test_a_failed_runtime_check_is_a_one_line_error_not_nan(tmp_path, capsys, monkeypatch):
     """With the config check bypassed, the formula's `eqx.error_if` still stops `design`."""
     from modecollapse._jobs import _design as _design_command
