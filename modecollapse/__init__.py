@@ -36,6 +36,8 @@ from ._annealing._schedules import (
     GeometricSchedule as GeometricSchedule,
     LinearSchedule as LinearSchedule,
     NoAnnealing as NoAnnealing,
+    annealing_time as annealing_time,
+    design_parameters as design_parameters,
     make_schedule as make_schedule,
     schedule_from_kind as schedule_from_kind,
     schedule_parameters as schedule_parameters,

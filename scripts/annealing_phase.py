@@ -55,9 +55,12 @@ def _example(name: str) -> dict:
 
 
 def _grid(raw: dict) -> tuple[list[float], list[float]]:
-    """(β0 values, annealing times τ) of an example's grid; exponential: τ = 3/rate."""
+    """(β0 values, annealing times τ) of an example's grid (τ = 3/rate if exponential)."""
     params = raw["sweep"]["parameters"]
-    times = params.get("annealing.duration") or [3.0 / r for r in params["annealing.rate"]]
+    kind = raw["annealing"]["kind"]
+    (time_key,) = [k for k in params if k != "annealing.beta0"]
+    name = time_key.split(".", 1)[1]
+    times = [float(mc.annealing_time(kind, {name: v})) for v in params[time_key]]
     return params["annealing.beta0"], times
 
 
@@ -71,19 +74,16 @@ for _name in DIAGRAMS:
     assert np.allclose(_b, BETA0) and np.allclose(_d, DURATION), f"{_name}: another grid"
 
 
-def _time_key(kind: str, durations: list[float]) -> tuple[str, list[float]]:
-    if kind == "exponential":
-        return "annealing.rate", [3.0 / d for d in durations]
-    return "annealing.duration", durations
-
-
 def _sweep(name, beta0, durations, seeds, route, work, chunk=1000):
     raw = _example(name)
-    key, values = _time_key(raw["annealing"]["kind"], durations)
+    kind = raw["annealing"]["kind"]
+    # one design coordinate τ per cell, as the kind's own parameter (duration, or rate = 3/τ)
+    (name,) = [n for n in mc.schedule_parameters(kind) if n != "beta0"]
+    values = [float(mc.design_parameters(kind, 1.0, d)[name]) for d in durations]
     raw["sweep"] = {
         "seeds": seeds,
         "chunk": chunk,
-        "parameters": {"annealing.beta0": beta0, key: values},
+        "parameters": {"annealing.beta0": beta0, f"annealing.{name}": values},
     }
     plan = mc.plan_sweep(raw, route)
     shutil.rmtree(work, ignore_errors=True)
