@@ -20,6 +20,31 @@ from .._figures._runs import phase_figure
 from ._command import Command, Output, Prepared, add_common_arguments, check_out, show_progress
 
 
+def check_sweep_steps(plan) -> None:
+    """Refuse a full-route sweep whose Euler step is unstable at any grid point (eq. (ST1)),
+    before anything compiles; the message names the point. Jax-free.
+
+    **Arguments:**
+
+    - `plan`: from `plan_sweep`.
+
+    **Returns:** None; raises `ConfigError`.
+
+    **Example:**
+    ```python
+    check_sweep_steps(plan_sweep(raw, "full"))
+    ```
+    """
+    if plan.route != "full":
+        return
+    for point, combo in zip(plan.points, itertools.product(*plan.values)):
+        try:
+            check_explicit_step(point)
+        except ConfigError as e:
+            shown = ", ".join(f"{n} = {json.dumps(v)}" for n, v in zip(plan.names, combo))
+            raise ConfigError(f"{e} (at sweep point {shown})") from None
+
+
 def sweep_experiment(
     plan,
     out: str,
@@ -44,9 +69,7 @@ def sweep_experiment(
     summary["p_collapse"]
     ```
     """
-    if plan.route == "full":  # every grid point's Euler step, before anything compiles
-        for point in plan.points:
-            check_explicit_step(point)
+    check_sweep_steps(plan)
     results = run_sweep(plan, out, resume=resume, progress=progress, merge_timeout=merge_timeout)
     if jax.process_index() != 0:
         return None  # process 0 merges every process's checkpoint and writes the outputs
@@ -100,13 +123,7 @@ def _prepare(args: argparse.Namespace) -> Prepared:
     if args.precision is not None:
         raw.setdefault("simulation", {})["precision"] = args.precision
     plan = plan_sweep(raw, args.route)
-    if plan.route == "full":  # every grid point's Euler step, before anything compiles
-        for point, combo in zip(plan.points, itertools.product(*plan.values)):
-            try:
-                check_explicit_step(point)
-            except ConfigError as e:
-                shown = ", ".join(f"{n} = {json.dumps(v)}" for n, v in zip(plan.names, combo))
-                raise ConfigError(f"{e} (at sweep point {shown})") from None
+    check_sweep_steps(plan)
     check_out(args.out)
     if args.num_processes > 1 and (args.coordinator is None or args.process_id is None):
         raise ConfigError("`--num-processes`: also give --coordinator and --process-id.")
