@@ -132,7 +132,10 @@ from ._numerics._expectations import (
     expected_softmax_stats as expected_softmax_stats,
     gaussian_expectation as gaussian_expectation,
 )
-from ._numerics._integrals import sigmoid_moment as sigmoid_moment
+from ._numerics._integrals import (
+    sigmoid_moment as sigmoid_moment,
+    sigmoid_moments as sigmoid_moments,
+)
 from ._objective import (
     gram_objective as gram_objective,
     mc_objective as mc_objective,

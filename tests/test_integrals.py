@@ -1,5 +1,6 @@
 import functools
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from modecollapse._numerics._integrals import gauss_hermite, sigmoid_moment
+from modecollapse._numerics._integrals import gauss_hermite, sigmoid_moment, sigmoid_moments
 
 MS = [0.0, 1e-3, -1e-3, 0.5, -0.5, 3.0, -3.0, 10.0, -10.0, 50.0, -50.0]
 VS = [0.0, 1e-8, 1e-3, 0.1, 0.5, 0.8, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 1e3, 1e4]
@@ -183,7 +184,7 @@ def test_vmap_jit(getkey):
 
 
 def test_invalid_order():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^`n` must be"):
         sigmoid_moment(-2, 0.0, 1.0)
 
 
@@ -194,3 +195,134 @@ def test_gauss_hermite():
     np.testing.assert_allclose(np.sum(w * z**2), 1.0, rtol=1e-13)
     np.testing.assert_allclose(np.sum(w * z**4), 3.0, rtol=1e-13)
     np.testing.assert_allclose(np.sum(w * np.cos(z)), np.exp(-0.5), rtol=1e-13)
+
+
+# --- The joint kernel `sigmoid_moments` (eq. (I5)) -------------------------------------------
+
+# A dense grid (m: 0, ±1e-4 … ±50 log-spaced; v: 0, 1e-10 … 1e4 log-spaced, 0.8, 1) and random
+# points, with reference values by adaptive quadrature (scipy.integrate.quad_vec), written by
+# benchmarks/kernel_accuracy.py; every (m, v) is representable in float32.
+_TABLE = Path(__file__).parent / "data" / "integrals_reference.npz"
+ORDERS = (-1, 0, 1, 2, 3, 4, 5, 6)
+TOL64 = {-1: 1e-12, 0: 1e-12, 1: 1e-12, 2: 1e-12, 3: 1e-12, 4: 1e-12, 5: 2e-11, 6: 1e-10}
+
+
+@functools.cache
+def _table():
+    data = np.load(_TABLE)
+    assert tuple(data["orders"]) == ORDERS
+    return data["m"], data["v"], data["reference"]
+
+
+def test_reference_table_is_quad():
+    # The stored reference is the quadrature of this file (spot check on a few rows).
+    m, v, ref = _table()
+    for i in np.random.default_rng(0).choice(m.size, 6, replace=False):
+        for k, n in enumerate(ORDERS[:5]):
+            assert abs(ref[k, i] - _reference(n, float(m[i]), float(v[i]))) <= 1e-13
+
+
+def test_dense_grid_float64():
+    m, v, ref = _table()
+    assert m.size > 3000 and np.sum(v == 0) > 50 and np.min(v[v > 0]) <= 1.1e-10
+    out = sigmoid_moments(ORDERS, m, v)
+    for n, o, r in zip(ORDERS, out, ref):
+        assert o.dtype == jnp.float64 and o.shape == m.shape
+        err = np.abs(np.asarray(o) - r)
+        i = np.argmax(err)
+        assert err[i] <= TOL64[n], f"n={n}: {err[i]:.2e} at m={m[i]}, v={v[i]}"
+
+
+def test_dense_grid_float32():
+    m, v, ref = _table()
+    out = sigmoid_moments(ORDERS[:6], jnp.asarray(m, jnp.float32), jnp.asarray(v, jnp.float32))
+    for n, o, r in zip(ORDERS, out, ref):
+        assert o.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(o)))
+        err = np.abs(np.asarray(o, np.float64) - r)
+        # softplus reaches ≈ 50, where one float32 ulp is 3.8e-6: relative there.
+        err = err / np.maximum(1.0, np.abs(r)) if n == -1 else err
+        i = np.argmax(err)
+        assert err[i] <= 1e-6, f"n={n}: {err[i]:.2e} at m={m[i]}, v={v[i]}"
+
+
+def test_random_points_against_quad(getkey):
+    m = np.asarray(jax.random.uniform(getkey(), (8,), minval=-50.0, maxval=50.0))
+    v = np.exp(np.asarray(jax.random.uniform(getkey(), (8,), minval=-23.0, maxval=9.2)))
+    out = sigmoid_moments((-1, 0, 1, 2, 3, 4), m, v)
+    for n, o in zip((-1, 0, 1, 2, 3, 4), out):
+        ref = np.array([_reference(n, float(a), float(b)) for a, b in zip(m, v)])
+        np.testing.assert_allclose(o, ref, rtol=0, atol=1e-12)
+
+
+def test_joint_matches_single_and_repeats():
+    m, v = _grid()
+    joint = sigmoid_moments((2, -1, 0, 2), m, v)
+    assert len(joint) == 4
+    np.testing.assert_array_equal(joint[0], joint[3])
+    for n, o in zip((2, -1, 0), joint):
+        np.testing.assert_allclose(o, sigmoid_moment(n, m, v), rtol=1e-15, atol=1e-16)
+
+
+def test_zero_and_negative_variance():
+    m = np.array(MS + [0.3, -1.7, 25.0, -35.0])
+    orders = (-1, 0, 1, 2, 3, 4)
+    at_zero = sigmoid_moments(orders, m, 0.0)
+    negative = sigmoid_moments(orders, m, -1e-3)
+    for n, a, b in zip(orders, at_zero, negative):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, [_f(n, x) for x in m], rtol=1e-15, atol=1e-15)
+
+
+def _joint_sum(orders, mv):
+    # One scalar made of every order, to differentiate the joint kernel as a whole.
+    return sum((k + 1.0) * o for k, o in enumerate(sigmoid_moments(orders, mv[0], mv[1])))
+
+
+@pytest.mark.parametrize("mv", [(0.7, 0.0), (-0.3, 0.5), (1.2, 0.9), (-4.0, 30.0), (2.0, 800.0)])
+def test_joint_derivatives(mv):
+    orders = (-1, 0, 2)
+    mv = jnp.array(mv)
+    m, v = mv
+    shifted = dict(zip(range(-1, 7), sigmoid_moments(tuple(range(-1, 7)), m, v)))
+    grad = jax.grad(functools.partial(_joint_sum, orders))(mv)
+    hess = jax.hessian(functools.partial(_joint_sum, orders))(mv)
+    weights = [(k + 1.0, n) for k, n in enumerate(orders)]
+    # eq. (I1) once and twice.
+    expected_grad = [
+        sum(c * shifted[n + 1] for c, n in weights),
+        sum(c * 0.5 * shifted[n + 2] for c, n in weights),
+    ]
+    hmm = sum(c * shifted[n + 2] for c, n in weights)
+    hmv = sum(c * 0.5 * shifted[n + 3] for c, n in weights)
+    hvv = sum(c * 0.25 * shifted[n + 4] for c, n in weights)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(hess, [[hmm, hmv], [hmv, hvv]], rtol=1e-13, atol=1e-15)
+    assert bool(jnp.all(jnp.isfinite(hess)))
+    if mv[1] > 0:  # finite differences of the values themselves
+        h = 1e-4 * jnp.array([1.0, max(1.0, float(mv[1]))])
+        fd = [
+            (_joint_sum(orders, mv + h * e) - _joint_sum(orders, mv - h * e)) / (2 * h @ e)
+            for e in jnp.eye(2)
+        ]
+        np.testing.assert_allclose(grad, fd, rtol=0, atol=1e-7)
+
+
+def test_joint_float32_vmap_jit(getkey):
+    m = 10 * jax.random.normal(getkey(), (64,), jnp.float32)
+    v = jnp.exp(4 * jax.random.normal(getkey(), (64,), jnp.float32)).at[:5].set(0.0)
+    orders = (-1, 0, 1)
+    direct = sigmoid_moments(orders, m, v)
+    batched = jax.jit(jax.vmap(functools.partial(sigmoid_moments, orders)))(m, v)
+    for a, b in zip(direct, batched):
+        assert a.dtype == b.dtype == jnp.float32 and a.shape == (64,)
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+    grads = jax.vmap(jax.grad(lambda a, b: sigmoid_moments(orders, a, b)[1], (0, 1)))(m, v)
+    assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in grads)
+    assert sigmoid_moments((0, 1), jnp.zeros((3, 1)), jnp.ones((4,)))[1].shape == (3, 4)
+
+
+@pytest.mark.parametrize("orders", [(), (0, -2), (1, 7, -3), (True,)])
+def test_invalid_orders(orders):
+    with pytest.raises(ValueError, match="^`orders` must be") as info:
+        sigmoid_moments(orders, 0.0, 1.0)
+    assert "\n" not in str(info.value)
