@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._integrals import sigmoid_moment, tensor_gauss_hermite
+from ._integrals import sigmoid_moment, sigmoid_moments, tensor_gauss_hermite
 from ._linalg import sqrt_psd
 
 # Nodes per dimension of the tensor Gauss–Hermite rules, and the QMC point count (eq. (G4)).
@@ -217,12 +217,11 @@ def expected_softmax_stats(
         one = jnp.ones((1,), mean.dtype)
         return mean[0], one, one[:, None]
     if n == 2:
-        m, v = _two_point(mean, cov)
-        e0 = sigmoid_moment(0, m, v)  # E[π_1]
-        e1 = sigmoid_moment(1, m, v)  # E[π_0 π_1] = E[σ'(δ)]
+        # E[softplus(δ)], E[π_1] = E[σ(δ)], E[π_0 π_1] = E[σ'(δ)]: one joint kernel call (I5)
+        sp, e0, e1 = sigmoid_moments((-1, 0, 1), *_two_point(mean, cov))
         resp = jnp.stack([1.0 - e0, e0])
         outer = jnp.array([[1.0 - e0 - e1, e1], [e1, e0 - e1]])
-        return mean[0] + sigmoid_moment(-1, m, v), resp, outer
+        return mean[0] + sp, resp, outer
     dmean, dcov = _differences(mean, cov)
     lse, resp, outer = gaussian_expectation(_stats_from_differences, dmean, dcov, nodes=nodes)
     return mean[0] + lse, resp, outer
