@@ -1,49 +1,60 @@
-"""Sweep throughput of the theory route against a straightforward baseline, side by side.
+"""Sweep throughput of the theory route against a plain vmapped baseline, side by side in one run.
 
-Setting: K = J = 2 antipodal target (ρ = 0.6/0.4, ±3 e₁, σ = 1), d = 1000, random initial state
-(exact sampler), trainable means, weights and scale (η_s = 1/d), linear annealing β0 = 0.2 over
-20, t_end = 100, Tsit5 with rtol 1e-6, atol 1e-8.
+Experiment: `examples/sweep_speed.toml` (K = J = 2 annealing on the antipodal target ±5 e₁,
+d = 100, trainable means, weights and scale, linear β0 = 0.1 over 50, t_end = 100, 51 saves).
 
-- ours: `solve_theory` vmapped over the batch (exact 1-D integrals, eqs. (I1)–(I4)), and the full
-  sweep chunk (solve + every metric of eqs. (C1)–(C6));
-- baseline: the same equations (T1)–(T5) written plainly with 80-node Gauss–Hermite for
-  E[σ], E[σ'] and E[softplus], vmapped Tsit5.
+- ours: the compiled chunk of `modecollapse sweep` (`run_sweep`: the solve of eqs. (T1)–(T5)
+  with the experiment's solver and tolerances, the exact 1-D kernel (I5), and every metric of
+  eqs. (C1)–(C6)), sharded over one CPU device per core; also on one device, and the solve alone
+  (for the metrics' share of a chunk);
+- baseline: the same equations written plainly with 80-node Gauss–Hermite for E[σ], E[σ'] and
+  E[softplus], vmapped Tsit5 at the experiment's rtol 1e-6, one device (as a user would write it);
+- accuracy: R at every save time against a tight reference (Dopri8, rtol 1e-11, float64);
+- steps: mean and max adaptive steps, and the lock-step waste max/mean per chunk, here and on
+  the committed phase-diagram experiments;
+- the solver/tolerance choices measured side by side (`--solvers`).
 
-Both are compiled first; throughput is trajectories per second of the compiled call (median of
-repeats). Writes benchmarks/results/sweep_speed.json.
+Throughput is trajectories per second of the compiled call (median of repeats; compilation
+excluded). Writes benchmarks/results/sweep_speed.json.
 
     python benchmarks/sweep_speed.py [--batch 2048] [--repeats 3]
 """
 
-import argparse
-import json
-import platform
-import time
+import os
+import sys
 
-import jax
+import modecollapse as mc  # noqa: E402  (importing initialises no jax backend)
+
+if "--devices" not in sys.argv:
+    mc.one_cpu_device_per_core()  # before jax initialises its backends
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import tomllib  # noqa: E402
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
 import diffrax as dfx  # noqa: E402
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
-import modecollapse as mc  # noqa: E402
+from modecollapse import (  # noqa: E402
+    plan_sweep,
+    run_sweep,
+    sweep_chunk,
+    sweep_inputs,
+    sweep_solver_options,
+)
 
-D = 1000
-T_END = 100.0
-RTOL, ATOL = 1e-6, 1e-8
-
-
-def _problem():
-    U = jnp.zeros((2, D)).at[0, 0].set(3.0).at[1, 0].set(-3.0)
-    target = mc.GaussianMixture(U, jnp.array([0.6, 0.4]), 1.0)
-    stats = mc.TargetStatistics.from_target(target)
-    schedule = mc.LinearSchedule(0.2, 20.0)
-    rates = mc.LearningRates(1.0, 1.0, 1.0 / D)
-    return stats, schedule, rates
-
+CONFIG = "examples/sweep_speed.toml"
+WASTE_EXAMPLES = ("phase_a", "phase_b", "annealing_linear_rho0.5", "annealing_exponential_rho0.5")
+AIMS = {"ratio_to_baseline": 15.0, "trajectories_per_minute": 1e5, "max_abs_error_R": 1e-5}
 
 _X, _W = np.polynomial.hermite.hermgauss(80)
 _X, _W = jnp.asarray(np.sqrt(2) * _X), jnp.asarray(_W / np.sqrt(np.pi))
@@ -55,7 +66,7 @@ def _gh(f, m, v):
 
 def _baseline_rhs(t, y, args):
     """Eqs. (T1)–(T5) for K = J = 2, written directly with 80-node Gauss–Hermite."""
-    stats, schedule, rates = args
+    stats, schedule, rates, D = args
     R, Q, a, log_s = y
     beta = schedule(t)
     T, sig2 = stats.T, stats.scale**2
@@ -91,82 +102,181 @@ def _baseline_rhs(t, y, args):
 
 
 @jax.jit
-def _baseline(states, stats, schedule, rates, ts):
-    def one(state):
+def _baseline(specs, rtol, atol):
+    def one(state, stats, schedule, rates, dim, ts, key):
+        del key
         y0 = (state.R, state.Q, state.logits, state.log_scale)
         sol = dfx.diffeqsolve(
             dfx.ODETerm(_baseline_rhs),
             dfx.Tsit5(),
-            0.0,
-            T_END,
+            ts[0],
+            ts[-1],
             None,
             y0,
-            args=(stats, schedule, rates),
+            args=(stats, schedule, rates, dim),
             saveat=dfx.SaveAt(ts=ts),
-            stepsize_controller=dfx.PIDController(rtol=RTOL, atol=ATOL),
+            stepsize_controller=dfx.PIDController(rtol=rtol, atol=atol),
             max_steps=100_000,
         )
         return sol.ys[0], sol.stats["num_steps"]
 
-    return jax.vmap(one)(states)
+    return jax.vmap(one)(*specs)
 
 
-@jax.jit
-def _ours(states, stats, schedule, rates, ts):
-    options = mc.SolverOptions(rtol=RTOL, atol=ATOL)
-
-    def one(state):
-        traj = mc.solve_theory(state, stats, schedule, ts, dim=D, rates=rates, options=options)
+@eqx.filter_jit
+def _solve_only(specs, options):
+    def one(state, stats, schedule, rates, dim, ts, key):
+        del key
+        traj = mc.solve_theory(state, stats, schedule, ts, dim=dim, rates=rates, options=options)
         return traj.R, traj.num_steps
 
-    return jax.vmap(one)(states)
+    return jax.vmap(one)(*specs)
 
 
-def _throughput(fn, args, batch, repeats):
+def _median_seconds(fn, args, repeats):
     out = jax.block_until_ready(fn(*args))  # compile
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return batch / float(np.median(times)), out
+    return float(np.median(times)), out
+
+
+def _raw(path, batch, **simulation):
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    raw["sweep"] = dict(raw.get("sweep", {}), seeds=batch, chunk=batch)
+    raw["sweep"]["parameters"] = {"seed": [raw.get("seed", 0)]}
+    raw["simulation"] = dict(raw["simulation"], **simulation)
+    return raw
+
+
+def _waste(steps, chunk):
+    steps = np.asarray(steps, float)
+    chunks = [steps[i : i + chunk] for i in range(0, len(steps), chunk)]
+    return float(np.mean([c.max() / c.mean() for c in chunks]))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=2048, help="trajectories per chunk")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--devices", action="store_true", help="keep jax's default devices")
+    parser.add_argument(
+        "--solvers", default="tsit5:1e-6,tsit5:1e-7,dopri8:1e-6", help="solver:rtol choices"
+    )
+    parser.add_argument("--waste-seeds", type=int, default=512)
     parser.add_argument("--out", default="benchmarks/results/sweep_speed.json")
     args = parser.parse_args()
-    stats, schedule, rates = _problem()
-    states = mc.sample_initial_states(jr.key(0), args.batch, stats, components=2, dim=D, norm=1.0)
-    ts = jnp.linspace(0.0, T_END, 51)
-    common = (states, stats, schedule, rates, ts)
-    ours, (R_ours, steps_ours) = _throughput(_ours, common, args.batch, args.repeats)
-    base, (R_base, steps_base) = _throughput(_baseline, common, args.batch, args.repeats)
-    # accuracy of each against a tight-tolerance reference of ours, on 64 trajectories
-    sub = jax.tree.map(lambda x: x[:64], states)
-    ref_opts = mc.SolverOptions(rtol=1e-10, atol=1e-12)
-    ref = jax.jit(
-        jax.vmap(
-            lambda s: (
-                mc.solve_theory(s, stats, schedule, ts, dim=D, rates=rates, options=ref_opts).R
-            )
+    n_dev = jax.local_device_count()
+
+    raw = _raw(args.config, args.batch)
+    plan = plan_sweep(raw, "theory")
+    sim = plan.base.simulation
+    specs = sweep_inputs(plan, np.arange(args.batch))
+    sharded = sweep_inputs(plan, np.arange(args.batch), shard=True)
+    options = sweep_solver_options(plan)
+
+    # ours, through `modecollapse sweep`'s own loop (checkpointing included, compile excluded)
+    sweep_rates = []
+    for _ in range(max(1, args.repeats - 1)):
+        with tempfile.TemporaryDirectory() as tmp:
+            results = run_sweep(plan, tmp)
+        sweep_rates.append(args.batch / float(results["solve_seconds"]))
+    steps = results["num_steps"]
+    ours_all = float(np.median(sweep_rates))
+    t_chunk, _ = _median_seconds(sweep_chunk(plan), (sharded, options), args.repeats)
+    t_solve, (R_ours, _) = _median_seconds(_solve_only, (sharded, options), args.repeats)
+    t_one, _ = _median_seconds(sweep_chunk(plan), (specs, options), args.repeats)
+    t_base, (R_base, steps_base) = _median_seconds(
+        _baseline, (specs, sim.rtol, sim.atol), args.repeats
+    )
+
+    # tight reference on the first 64 trajectories
+    ref_plan = plan_sweep(
+        _raw(args.config, args.batch, solver="dopri8", rtol=1e-11, atol=1e-13), "theory"
+    )
+    sub = sweep_inputs(ref_plan, np.arange(64))
+    R_ref, _ = _solve_only(sub, sweep_solver_options(ref_plan))
+    err = lambda R: float(jnp.max(jnp.abs(jnp.asarray(R)[:64] - R_ref)))  # noqa: E731
+
+    # solver / tolerance choices, solve only, side by side
+    choices = []
+    for item in filter(None, args.solvers.split(",")):
+        name, rtol = item.split(":")
+        p = plan_sweep(_raw(args.config, args.batch, solver=name, rtol=float(rtol)), "theory")
+        t, (R, st) = _median_seconds(
+            _solve_only,
+            (sweep_inputs(p, np.arange(args.batch), shard=True), sweep_solver_options(p)),
+            args.repeats,
         )
-    )(sub)
-    err = lambda R: float(jnp.max(jnp.abs(R[:64] - ref)))  # noqa: E731
+        choices.append(
+            {
+                "solver": name,
+                "rtol": float(rtol),
+                "solve_trajectories_per_second": args.batch / t,
+                "mean_steps": float(np.mean(st)),
+                "max_abs_error_R": err(R),
+            }
+        )
+
+    # lock-step waste on the committed phase-diagram experiments (theory route)
+    waste = {}
+    for name in WASTE_EXAMPLES if args.waste_seeds > 0 else ():
+        path = os.path.join("examples", name + ".toml")
+        p = plan_sweep(_raw(path, args.waste_seeds), "theory")
+        _, st = _solve_only(
+            sweep_inputs(p, np.arange(args.waste_seeds), shard=True), sweep_solver_options(p)
+        )
+        waste[name] = {
+            "mean_steps": float(np.mean(st)),
+            "max_steps": int(np.max(st)),
+            "waste_max_over_mean": _waste(st, args.waste_seeds),
+        }
+
+    base = args.batch / t_base
     report = {
-        "setting": __doc__.split("\n\n")[1].replace("\n", " "),
-        "machine": f"{platform.machine()}, {jax.local_device_count()} device(s), "
-        f"backend {jax.default_backend()}, jax {jax.__version__}",
+        "setting": " ".join(__doc__.split("\n\n")[1].split()),
+        "config": args.config,
+        "solver": {"name": sim.solver, "rtol": sim.rtol, "atol": sim.atol},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {n_dev} device(s), "
+        f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}",
         "batch": args.batch,
-        "ours_trajectories_per_second": ours,
+        "ours_trajectories_per_second": ours_all,
+        "ours_trajectories_per_minute": 60 * ours_all,
+        "ours_one_device_trajectories_per_second": args.batch / t_one,
         "baseline_trajectories_per_second": base,
-        "speedup": ours / base,
-        "ours_trajectories_per_minute": 60 * ours,
-        "mean_steps": {"ours": float(np.mean(steps_ours)), "baseline": float(np.mean(steps_base))},
+        "baseline_trajectories_per_minute": 60 * base,
+        "ratio_to_baseline": ours_all / base,
+        "ratio_to_baseline_one_device": (args.batch / t_one) / base,
+        "metric_share_of_chunk": max(0.0, 1.0 - t_solve / t_chunk),
+        "mean_steps": {"ours": float(np.mean(steps)), "baseline": float(np.mean(steps_base))},
+        "max_steps": {"ours": int(np.max(steps)), "baseline": int(np.max(steps_base))},
+        "waste_max_over_mean": _waste(steps, args.batch),
         "max_abs_error_R_vs_tight_reference": {"ours": err(R_ours), "baseline": err(R_base)},
+        "solver_choices": choices,
+        "waste_on_examples": waste,
     }
+    report["aims"] = {
+        "ratio_to_baseline": {
+            "aim": AIMS["ratio_to_baseline"],
+            "measured": report["ratio_to_baseline"],
+        },
+        "trajectories_per_minute": {
+            "aim": AIMS["trajectories_per_minute"],
+            "measured": 60 * ours_all,
+        },
+        "max_abs_error_R": {
+            "aim": AIMS["max_abs_error_R"],
+            "measured": report["max_abs_error_R_vs_tight_reference"]["ours"],
+        },
+    }
+    for k, v in report["aims"].items():
+        v["met"] = (
+            v["measured"] <= v["aim"] if k == "max_abs_error_R" else v["measured"] >= v["aim"]
+        )
     print(json.dumps(report, indent=1))
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)

@@ -96,9 +96,13 @@ from ._experiments._problem import (
     run_theory as run_theory,
 )
 from ._experiments._sweep import (
+    one_cpu_device_per_core as one_cpu_device_per_core,
     plan_sweep as plan_sweep,
     run_sweep as run_sweep,
     summarise as summarise,
+    sweep_chunk as sweep_chunk,
+    sweep_inputs as sweep_inputs,
+    sweep_solver_options as sweep_solver_options,
 )
 from ._flows._pushforward import (
     halfspace_masses as halfspace_masses,

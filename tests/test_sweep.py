@@ -104,7 +104,12 @@ def single_process_small(tmp_path_factory):
     """SMALL swept by one CLI process on one CPU device: the reference of the next two tests."""
     tmp = tmp_path_factory.mktemp("single")
     out = tmp / "out"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    # a device count in XLA_FLAGS is the user's choice: the sweep keeps it (one device here)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }
     subprocess.run(_sweep_cmd(_write(tmp, SMALL), out), env=env, check=True, capture_output=True)
     assert json.loads((out / "summary.json").read_text())["devices"] == 1
     return _nc(out / "results.nc")
@@ -321,3 +326,32 @@ def test_sweep_end_to_end(tmp_path):
     np.testing.assert_allclose(p, summary["p_collapse"])
     np.testing.assert_allclose(nc["masses"].sum(-1), 1.0, atol=1e-9)
     assert (out / "phase.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_cpu_device_per_core_sets_the_count_once(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    mc.one_cpu_device_per_core(3)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    mc.one_cpu_device_per_core(5)  # a count already set (by the user or before) is kept
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    mc.one_cpu_device_per_core(2)  # other flags stay
+    assert os.environ["XLA_FLAGS"].split() == [
+        "--xla_cpu_enable_fast_math=false",
+        "--xla_force_host_platform_device_count=2",
+    ]
+    monkeypatch.delenv("XLA_FLAGS")
+    mc.one_cpu_device_per_core(1)  # one core: nothing to split
+    assert "XLA_FLAGS" not in os.environ
+
+
+def test_sweep_chunk_is_the_computation_of_run_sweep(tmp_path):
+    """The public chunk pieces (for benchmarks) compute exactly what `run_sweep` records."""
+    plan = plan_sweep(tomllib.loads(_sweep_toml('"annealing.beta0" = [0.2]', 4, 4)), "theory")
+    results = run_sweep(plan, str(tmp_path / "out"))
+    outcome, steps = mc.sweep_chunk(plan)(
+        mc.sweep_inputs(plan, np.arange(4)), mc.sweep_solver_options(plan)
+    )
+    np.testing.assert_array_equal(np.asarray(steps), results["num_steps"])
+    np.testing.assert_array_equal(np.asarray(outcome.label), results["label"])
+    np.testing.assert_allclose(np.asarray(outcome.kl), results["kl"], rtol=1e-12)

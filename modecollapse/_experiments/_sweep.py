@@ -26,6 +26,7 @@ from jaxtyping import PRNGKeyArray
 
 from .._dynamics._full import solve_full
 from .._dynamics._initial import initial_state
+from .._dynamics._solve import SolverOptions
 from .._dynamics._theory import solve_theory
 from .._metrics import (
     LABELS,
@@ -131,6 +132,34 @@ def plan_sweep(raw: dict[str, Any], route: str) -> SweepPlan:
             shown = ", ".join(f"{n} = {json.dumps(v)}" for n, v in zip(names, combo))
             raise ConfigError(f"{e} (at sweep point {shown})") from None
     return SweepPlan(base, names, values, tuple(points), sweep.seeds, sweep.chunk, route)
+
+
+def one_cpu_device_per_core(cores: int | None = None) -> None:
+    """Let XLA show one CPU device per core, so that a chunk is sharded over every core.
+
+    XLA runs a small vmapped solve on one thread per device; with the default single CPU device
+    a sweep uses one core. This sets `--xla_force_host_platform_device_count` in `XLA_FLAGS`. It
+    takes effect only if called before jax first initialises its backends, and never overrides a
+    device count the user set; accelerators are unaffected (their devices are not CPU devices).
+    Results do not depend on it: trajectories are keyed by (grid point, seed), not by chunk.
+
+    **Arguments:**
+
+    - `cores`: the device count (default: the cores this process may run on).
+
+    **Returns:** None.
+
+    **Example:**
+    ```python
+    one_cpu_device_per_core()  # before the first jax computation of the process
+    ```
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    n = cores if cores is not None else len(os.sched_getaffinity(0))
+    if n > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 def _trajectory_key(exp: Experiment, s: Any) -> jax.Array:
@@ -284,6 +313,58 @@ def _full_chunk(specs, options, thresholds):
     return eqx.filter_vmap(one)(*specs)
 
 
+def sweep_inputs(plan: SweepPlan, indices: np.ndarray, *, shard: bool = False) -> Any:
+    """The batched inputs of the chunk that computes the flat trajectory `indices` of a sweep.
+
+    **Arguments:**
+
+    - `plan`: from `plan_sweep`.
+    - `indices`: flat trajectory indices, grid point × seeds + seed.
+    - `shard`: place the batch axis across the local devices, as `run_sweep` does (the batch
+      must then divide evenly by their number).
+
+    **Returns:** the pytree of batched inputs that `sweep_chunk(plan)` takes.
+
+    **Example:**
+    ```python
+    specs = sweep_inputs(plan, np.arange(256))
+    outcome, steps = sweep_chunk(plan)(specs, sweep_solver_options(plan))
+    ```
+    """
+    specs_fn = _theory_specs if plan.route == "theory" else _full_specs
+    specs = specs_fn(plan, np.asarray(indices))
+    return _shard(specs, jax.local_device_count()) if shard else specs
+
+
+def sweep_chunk(plan: SweepPlan, thresholds: Thresholds = Thresholds()):
+    """The jit-compiled chunk of a sweep's route: solve and every metric of a batch.
+
+    **Arguments:**
+
+    - `plan`: from `plan_sweep` (its route picks the computation).
+    - `thresholds`: the classifier's thresholds.
+
+    **Returns:** a function `(inputs, options) -> (Outcome, num_steps)`, batched over the inputs
+    of `sweep_inputs`.
+
+    **Example:**
+    ```python
+    specs = sweep_inputs(plan, np.arange(64))
+    outcome, steps = sweep_chunk(plan)(specs, sweep_solver_options(plan))
+    ```
+    """
+    chunk_fn = _theory_chunk if plan.route == "theory" else _full_chunk
+    return lambda specs, options: chunk_fn(specs, options, thresholds)
+
+
+def sweep_solver_options(plan: SweepPlan) -> SolverOptions:
+    """The solver options every chunk of a sweep uses (the base experiment's `[simulation]`).
+
+    **Example:** `options = sweep_solver_options(plan)`
+    """
+    return solver_options(plan.base, False)
+
+
 def _shard(tree: Any, n_devices: int) -> Any:
     """Place the leading (batch) axis of every array leaf across the local devices."""
     if n_devices == 1:
@@ -393,7 +474,7 @@ def run_sweep(
         results, seconds = _load_checkpoint(path, plan)
     n_devices = jax.local_device_count()
     chunk = plan.chunk
-    options = solver_options(plan.base, False)
+    options = sweep_solver_options(plan)
     # Process p of n takes chunks p, p + n, ...: no cross-host communication is needed.
     starts = [s for c, s in enumerate(range(0, plan.total, chunk)) if c % nproc == pid]
     todo = [s for s in starts if not results["completed"][s : s + chunk].all()]

@@ -15,7 +15,13 @@ from .._experiments._config import (
     load_experiment,
 )
 from .._experiments._io import to_json, write_outputs
-from .._experiments._sweep import plan_sweep, run_sweep, summarise, write_netcdf
+from .._experiments._sweep import (
+    one_cpu_device_per_core,
+    plan_sweep,
+    run_sweep,
+    summarise,
+    write_netcdf,
+)
 from .._figures._runs import phase_figure
 from ._command import Command, Output, Prepared, add_common_arguments, check_out, show_progress
 
@@ -133,6 +139,7 @@ def _prepare(args: argparse.Namespace) -> Prepared:
 
 
 def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
+    one_cpu_device_per_core()  # a chunk is sharded over the local devices: one per core
     if args.num_processes > 1:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     summary = sweep_experiment(
