@@ -23,9 +23,12 @@ m ∈ [−50, 50] and v ∈ [0, 1e4] (docs/theory.md, eqs. (I1)–(I5)):
   like e^{−y}. float64: 40 nodes, L = 8, Y = 32; float32: 20 nodes, L = 6, Y = 18.
 - v == 0: f_n(m) exactly; v < 0 is read as 0.
 
-Every node costs three exponentials (the two densities and e^{−y}) and one division (σ); the
-polynomials P_n(σ) of all requested orders are evaluated by Horner on the same σ. The node loop is
-a `jax.lax.fori_loop`, so that the shared values of one node are computed once for all orders.
+Every node costs three exponentials (the two densities and e^{−y}) and one division (σ); all
+requested orders share them. The derivatives are evaluated as d^b R_n(q) with q = σ(1 − σ),
+d = 1 − 2σ (σ' = q, σ'' = q d, σ⁽³⁾ = q − 6q², …), and in float64 the softplus remainder
+log1p(e^{−y}) as σ(−y) times a degree-20 polynomial in σ(−y) (XLA's float64 log1p is a scalar
+call, several times the cost of the whole polynomial). The node loop is a `jax.lax.fori_loop`, so
+that the shared values of one node are computed once for all orders.
 """
 
 import functools
@@ -123,6 +126,76 @@ def _horner(coef: tuple[float, ...], s: Array) -> Array:
     return out
 
 
+@functools.cache
+def _sigmoid_derivative_qd(n: int) -> tuple[int, tuple[float, ...]]:
+    """σ^{(n)} = d^b R_n(q) for n ≥ 1, with q = σ(1 − σ) = σ', d = 1 − 2σ; returns (b, R_n).
+
+    From q' = q d and d' = −2q (so d² = 1 − 4q): odd orders are polynomials in q, even orders d
+    times one, e.g. σ⁽³⁾ = q − 6q², σ⁽⁴⁾ = q d (1 − 12q); R_n has degree ⌈n/2⌉ and R_n(0) = 0.
+    """
+    b, c = 0, [0.0, 1.0]  # σ' = q
+    for _ in range(n - 1):
+        if b == 0:  # (Σ c_k q^k)' = d Σ k c_k q^k
+            c = [k * ck for k, ck in enumerate(c)]
+        else:  # (d Σ c_k q^k)' = Σ c_k (k q^k (1 − 4q) − 2 q^{k+1})
+            new = [0.0] * (len(c) + 1)
+            for k, ck in enumerate(c):
+                new[k] += k * ck
+                new[k + 1] -= (4 * k + 2) * ck
+            c = new
+        b = 1 - b
+    while c[-1] == 0.0:
+        c.pop()
+    return b, tuple(c)
+
+
+# −log(1 − s)/s on s ∈ [0, ½] (lowest degree first): Chebyshev least-squares fit of degree 20 in
+# long double, converted to the power basis; relative error ≤ 1e-15 there. With s = σ(−y) this is
+# log1p(e^{−y})/σ(−y). XLA's float64 log1p is a scalar call, several times the cost of this.
+_LOG1P_COEF = (
+    1.0000000000000004,
+    0.4999999999996953,
+    0.3333333333980878,
+    0.24999999394137143,
+    0.20000031189592368,
+    0.1666566889864016,
+    0.14307182128492552,
+    0.1217227837223238,
+    0.1479423340663304,
+    -0.21267738368164216,
+    2.131819509234393,
+    -10.27678819657962,
+    41.22841159426459,
+    -127.98039915457771,
+    310.93035139710275,
+    -582.5637055229674,
+    827.1514966816305,
+    -860.8848284250926,
+    621.1225965942639,
+    -278.31722907502524,
+    58.831284194720794,
+)
+
+
+def _estrin(coef: tuple[float, ...], x: Array) -> Array:
+    """Σ coef[k] x^k by Estrin's scheme (short dependency chains)."""
+    terms: list = list(coef)
+    power = x
+    while len(terms) > 1:
+        if len(terms) % 2:
+            terms.append(0.0)
+        terms = [a + b * power for a, b in zip(terms[::2], terms[1::2])]
+        power = power * power
+    return terms[0] + jnp.zeros_like(x)
+
+
+def _log1p_exp_neg(e: Array, s: Array) -> Array:
+    """log1p(e) for e = e^{−y} ∈ [0, 1], given s = σ(−y) = e/(1 + e); full relative precision."""
+    if e.dtype == np.float64:
+        return s * _estrin(_LOG1P_COEF, s)
+    return jnp.log1p(e)  # float32: XLA's log1p is vectorized
+
+
 # The window rule (I5), per floating dtype: (nodes, L, Y). Chosen by measurement against adaptive
 # quadrature (docs/theory.md §8): the quadrature error is ≤ 4e-14 (n ≤ 4) in float64 and ≤ 5e-8
 # in float32, below the rounding of the results.
@@ -160,7 +233,7 @@ def _at_zero_variance(orders: tuple[int, ...], m: Array) -> list[Array]:
     out = []
     for n in orders:
         if n == -1:
-            out.append(jnp.maximum(m, 0.0) + jnp.log1p(e))
+            out.append(jnp.maximum(m, 0.0) + _log1p_exp_neg(e, s))
         elif n == 0:
             out.append(jnp.where(pos, 1.0 - s, s))
         else:
@@ -184,8 +257,7 @@ def _moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array, ...]:
     x_nodes, w_nodes = _legendre(nodes)
     x_nodes = jnp.asarray(x_nodes, m.dtype)
     w_nodes = jnp.asarray(w_nodes, m.dtype)
-    need_softplus = -1 in orders
-    polys = {n: _sigmoid_derivative_poly(n) for n in orders if n >= 0}
+    polys = {n: _sigmoid_derivative_qd(n) for n in orders if n >= 1}
 
     def node(i, acc):
         z = centre + radius * x_nodes[i]
@@ -197,10 +269,17 @@ def _moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array, ...]:
         w_even = w_plus - w_minus
         e = jnp.exp(-y)
         s = e / (1.0 + e)  # σ(−y), full relative precision in the tail
-        log_term = jnp.log1p(e) if need_softplus else None
+        q = s - s * s  # σ'(−y)
+        qd = q * (1.0 - 2.0 * s)  # σ''(−y)
         out = []
         for a, n in zip(acc, orders):
-            g = log_term if n == -1 else _horner(polys[n], s)
+            if n == -1:
+                g = _log1p_exp_neg(e, s)
+            elif n == 0:
+                g = s
+            else:
+                b, coef = polys[n]
+                g = (qd if b else q) * (_estrin(coef[1:], q) if len(coef) > 2 else coef[1])
             out.append(a + (w_odd if _parity(n) > 0 else w_even) * g)
         return tuple(out)
 
