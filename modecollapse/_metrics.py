@@ -370,6 +370,7 @@ def classify(
     target: TargetStatistics,
     thresholds: Thresholds = Thresholds(),
     nodes: int | None = None,
+    component_masses: Float[Array, "k j"] | None = None,
 ) -> Int[Array, ""]:
     """Label a trajectory: covered, mean alignment, vanishing weight or other (eq. (C6)).
 
@@ -385,6 +386,8 @@ def classify(
     - `traj`: an unbatched trajectory (vmap for batches).
     - `target`: the target's statistics.
     - `thresholds`: see `Thresholds`.
+    - `nodes`: quadrature nodes for J ≥ 3 (see `gaussian_expectation`).
+    - `component_masses`: E_k[π_j] at the final state (eq. (C1)), if already computed.
 
     **Returns:** `label_index` of a `Label` (an index into `LABELS`).
 
@@ -393,8 +396,9 @@ def classify(
     LABELS[int(classify(traj, TargetStatistics.from_target(p)))]
     ```
     """
-    final = _final_state(traj)
-    e = component_mode_masses(final, target, nodes)
+    if component_masses is None:
+        component_masses = component_mode_masses(_final_state(traj), target, nodes)
+    e = component_masses
     w = traj.weights[-1]
     rho = jnp.exp(target.log_weights)
     all_covered = jnp.all(w @ e > thresholds.coverage * rho)
@@ -453,13 +457,14 @@ def trajectory_outcome(
     ```
     """
     final = _final_state(traj)
-    masses = mode_masses(final, target, nodes)
+    e = component_mode_masses(final, target, nodes)  # once, for the masses and the classifier
+    masses = jax.nn.softmax(final.logits) @ e
     # one draw of logit samples serves both sample-based metrics (eqs. (C3), (C4))
     logits, sample_weights = _flat_samples(final, target, key, n_samples)
     rho = jnp.exp(target.log_weights)
     covered_modes = masses > thresholds.coverage * rho
     ok = traj.solved()
-    label = jnp.where(ok, classify(traj, target, thresholds, nodes), label_index(Label.failed))
+    label = jnp.where(ok, classify(traj, target, thresholds, nodes, e), label_index(Label.failed))
     return Outcome(
         masses=masses,
         n_covered=jnp.sum(covered_modes).astype(jnp.int32),
