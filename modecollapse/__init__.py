@@ -135,6 +135,7 @@ from ._numerics._expectations import (
     expected_lse as expected_lse,
     expected_softmax_stats as expected_softmax_stats,
     gaussian_expectation as gaussian_expectation,
+    softmax_stats_error as softmax_stats_error,
 )
 from ._numerics._integrals import (
     sigmoid_moment as sigmoid_moment,
