@@ -186,6 +186,33 @@ def _mode_score(logits, weights):
     return jnp.exp(weights @ kl)
 
 
+def _exact_two_mode_metrics(final: GramState, target: TargetStatistics):
+    """EMC (C3) and the mode score (C4) of a mixture q on a J = 2 target, exactly (eq. (C8)).
+
+    Under q_k the logit difference δ = ℓ_1 − ℓ_0 is N(m_k, v) (eq. (G1)). The assignment of (C3)
+    is mode 1 iff δ > log ρ_1 − log ρ_0, with probability Φ((m_k − log ρ_1 + log ρ_0)/√v). The
+    entropy of π(δ) = (σ(−δ), σ(δ)) is softplus(δ) − δ σ(δ), and by Stein's lemma
+    E[δ σ(δ)] = m E[σ(δ)] + v E[σ'(δ)], so every term is a 1-D kernel value (I5).
+    """
+    mean_p, cov_p = target.logit_law(final)  # eq. (G1)
+    w = jax.nn.softmax(final.logits)
+    lse, resp, outer = jax.vmap(expected_softmax_stats, (0, None))(mean_p, cov_p)
+    m = mean_p[:, 1] - mean_p[:, 0]
+    v = jnp.maximum(cov_p[0, 0] + cov_p[1, 1] - 2.0 * cov_p[0, 1], 0.0)
+    # (C3): P_k(assigned to mode 1), a step at v = 0
+    shift = m - (target.log_weights[1] - target.log_weights[0])
+    sd = jnp.sqrt(jnp.where(v > 0, v, 1.0))
+    to_one = jnp.where(v > 0, jax.scipy.special.ndtr(shift / sd), (shift > 0).astype(m.dtype))
+    p1 = jnp.dot(w, to_one)
+    p = jnp.stack([1.0 - p1, p1])
+    emc = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)) / jnp.log(2.0)
+    # (C4): E_x KL(π(x) ‖ π̄) = −E_x H(π(x)) − Σ_j π̄_j log π̄_j, with π̄ the mode masses (C1)
+    entropy = (lse - mean_p[:, 0]) - m * resp[:, 1] - v * outer[:, 0, 1]
+    bar = w @ resp
+    cross = jnp.sum(jnp.where(bar > 0, bar * jnp.log(jnp.where(bar > 0, bar, 1.0)), 0.0))
+    return emc, jnp.exp(-jnp.dot(w, entropy) - cross)
+
+
 def _flat_samples(state, target, key, n):
     logits = _logit_samples(state, target, key, n)
     K = logits.shape[0]
@@ -444,8 +471,9 @@ def trajectory_outcome(
     - `traj`: a trajectory of either route.
     - `target`: the target's statistics.
     - `dim`: d (for the final KL, eq. (F3) at β = 1).
-    - `key`: PRNG key of the sample-based metrics.
-    - `thresholds`, `n_samples`: see `Thresholds`; samples per component.
+    - `key`: PRNG key of the sample-based metrics (EMC and mode score for J ≥ 3; for J = 2 they
+      are exact, eq. (C8), and the key is unused).
+    - `thresholds`, `n_samples`: see `Thresholds`; samples per component (J ≥ 3).
     - `nodes`: quadrature nodes for J ≥ 3 (see `gaussian_expectation`).
 
     **Returns:** an `Outcome`.
@@ -459,8 +487,12 @@ def trajectory_outcome(
     final = _final_state(traj)
     e = component_mode_masses(final, target, nodes)  # once, for the masses and the classifier
     masses = jax.nn.softmax(final.logits) @ e
-    # one draw of logit samples serves both sample-based metrics (eqs. (C3), (C4))
-    logits, sample_weights = _flat_samples(final, target, key, n_samples)
+    if target.log_weights.shape[0] == 2:  # exact (eq. (C8)); the key is not used
+        emc, score = _exact_two_mode_metrics(final, target)
+    else:  # one draw of logit samples serves both sample-based metrics (eqs. (C3), (C4))
+        logits, sample_weights = _flat_samples(final, target, key, n_samples)
+        emc = _emc(logits, sample_weights, target.log_weights)
+        score = _mode_score(logits, sample_weights)
     rho = jnp.exp(target.log_weights)
     covered_modes = masses > thresholds.coverage * rho
     ok = traj.solved()
@@ -469,8 +501,8 @@ def trajectory_outcome(
         masses=masses,
         n_covered=jnp.sum(covered_modes).astype(jnp.int32),
         covered=jnp.all(covered_modes),
-        emc=_emc(logits, sample_weights, target.log_weights),
-        mode_score=_mode_score(logits, sample_weights),
+        emc=emc,
+        mode_score=score,
         kl=gram_objective(final, target, 1.0, dim, nodes),
         label=label.astype(jnp.int32),
         status=jnp.where(ok, 0, 1).astype(jnp.int32),

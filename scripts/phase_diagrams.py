@@ -99,11 +99,38 @@ def _cell(summary: dict, index: tuple[int, ...], key: str):
     return node
 
 
-def validate(name: str, theory_seeds: int, full_seeds: int, work: str) -> list[dict]:
+def _sub_summary(summary: dict, grid: dict, sub: dict):
+    """The theory summary restricted to the sub-grid `sub` of `grid`, or None if it is not one.
+
+    Every grid point uses the same seeds (common random numbers), so a cell of the diagram's
+    sweep is exactly the theory sweep of that cell: no need to run it again.
+    """
+    if list(sub) != list(grid) or any(v not in grid[k] for k, vs in sub.items() for v in vs):
+        return None
+    picks = [[grid[k].index(v) for v in vs] for k, vs in sub.items()]
+
+    def take(node, depth=0):
+        if depth == len(picks):
+            return node
+        return [take(node[i], depth + 1) for i in picks[depth]]
+
+    out = {k: take(summary[k]) for k in ("p_collapse", "p_collapse_ci")}
+    out["p_label"] = {k: take(v) for k, v in summary["p_label"].items()}
+    out["trajectories_per_second"] = summary["trajectories_per_second"]
+    return out
+
+
+def validate(
+    name: str, theory_seeds: int, full_seeds: int, work: str, theory_summary: dict | None = None
+) -> list[dict]:
     """Theory against the full flow at the validation cells: P(collapse) and P(mechanism)."""
     spec = DIAGRAMS[name]
     grid = spec["validation"]
-    theory = _sweep(spec["base"], grid, theory_seeds, "theory", os.path.join(work, "vt"))
+    theory = None
+    if theory_summary is not None:
+        theory = _sub_summary(theory_summary, spec["grid"], grid)
+    if theory is None:
+        theory = _sweep(spec["base"], grid, theory_seeds, "theory", os.path.join(work, "vt"))
     full = _sweep(spec["base"], grid, full_seeds, "full", os.path.join(work, "vf"), chunk=300)
     rows = []
     for index in np.ndindex(*[len(v) for v in grid.values()]):
@@ -207,7 +234,9 @@ def main():
         print(f"diagram {name}: theory sweep ...", file=sys.stderr, flush=True)
         summary = _sweep(spec["base"], spec["grid"], args.seeds, "theory", os.path.join(work, name))
         print(f"diagram {name}: full-route validation ...", file=sys.stderr, flush=True)
-        rows, speed = validate(name, args.seeds, args.full_seeds, os.path.join(work, name + "v"))
+        rows, speed = validate(
+            name, args.seeds, args.full_seeds, os.path.join(work, name + "v"), summary
+        )
         _write_figure(name, summary)
         report[name] = {
             "title": spec["title"],

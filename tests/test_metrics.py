@@ -204,3 +204,20 @@ def test_wilson_interval_solves_the_score_equation_on_both_array_kinds():
     jlo, jhi = jax.jit(metrics.wilson_interval)(jnp.asarray(k), jnp.asarray(n))
     np.testing.assert_allclose(jlo, lo, rtol=1e-12)
     np.testing.assert_allclose(jhi, hi, rtol=1e-12)
+
+
+def test_two_mode_emc_and_mode_score_are_exact(getkey):
+    """Eq. (C8) against the sample estimates of (C3), (C4) with 2·10⁵ samples per component."""
+    from modecollapse._metrics import _emc, _exact_two_mode_metrics, _flat_samples, _mode_score
+
+    for _ in range(3):
+        U = 2.0 * jr.normal(getkey(), (2, 5))
+        p = mc.GaussianMixture(U, jnp.array([0.7, 0.3]), 1.0)
+        stats = mc.TargetStatistics.from_target(p)
+        scale = jnp.exp(0.5 * jr.normal(getkey(), ()))
+        q = mc.IsotropicMixture(2.0 * jr.normal(getkey(), (2, 5)), jnp.array([0.4, 0.6]), scale)
+        state = mc.GramState.from_models(q, p)
+        emc, score = _exact_two_mode_metrics(state, stats)
+        logits, w = _flat_samples(state, stats, getkey(), 200_000)
+        assert abs(float(emc) - float(_emc(logits, w, stats.log_weights))) < 4e-3
+        assert abs(float(score) - float(_mode_score(logits, w))) < 4e-3
