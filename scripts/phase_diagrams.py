@@ -35,6 +35,8 @@ import numpy as np  # noqa: E402
 import modecollapse as mc  # noqa: E402
 from modecollapse.figures import phase_figure, png  # noqa: E402
 
+mc.one_cpu_device_per_core()  # as `modecollapse sweep` does: chunks sharded over every core
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 1000
 
