@@ -80,8 +80,9 @@ class SolverOptions(eqx.Module):
     - `rtol`, `atol`: tolerances of the PID step-size controller.
     - `max_steps`: the solve fails (reported, never silent) beyond this many steps.
     - `progress`: show a tqdm progress bar.
-    - `quadrature`: Gauss–Hermite nodes per dimension for K or J ≥ 3 in the theory (None: the
-      accurate default rule; see `gaussian_expectation`).
+    - `quadrature`: for K or J ≥ 3, an int selects the previous tensor Gauss–Hermite rule with
+      that many nodes per dimension (None, the default: the accurate rule; see
+      `expected_softmax_stats`).
     - `adjoint`: how `jax.grad` passes through the solve: "recursive-checkpoint" (default,
       diffrax's discretise-then-optimise) or "direct".
     - `throw`: raise on a failed solve (diffrax's `throw`). False (default) for the simulation

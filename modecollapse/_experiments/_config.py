@@ -697,8 +697,8 @@ KEY_DOCS = {
     "simulation.step": "Euler step of mc-fresh routes (default 0.01); stable iff rate·step < 2",
     "simulation.solver": "tsit5 (default) | dopri5 | dopri8 | heun | kvaerno5",
     "simulation.max_steps": "the solve fails beyond this many steps (default 100000)",
-    "simulation.quadrature_nodes": "Gauss–Hermite nodes of the exact estimator (default: the "
-    "rule's)",
+    "simulation.quadrature_nodes": "K or J ≥ 3 only: use the previous tensor Gauss–Hermite rule "
+    "with this many nodes per dimension (default: the accurate rule, eqs. (G5)–(G7))",
     "simulation.chunk": "particles per chunk (default: all in one)",
     "simulation.precision": "float64 (default) | float32; --precision overrides",
     "sweep": "grid of parameters × seeds (modecollapse sweep)",
