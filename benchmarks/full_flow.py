@@ -34,15 +34,9 @@ K = J = 2
 
 
 def _median_seconds(fn, *args, repeats=3):
-    import jax
+    from timing import median_seconds  # benchmarks/timing.py; imports jax
 
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(fn, *args, repeats=repeats)
 
 
 def _problem(d, dtype):

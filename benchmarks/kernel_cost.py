@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import time
 
 import jax
 
@@ -33,6 +32,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jaxtyping import Array  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 
 from modecollapse import sigmoid_moments  # noqa: E402
 
@@ -179,13 +179,7 @@ def _old_sigmoid_moment_jvp(
 
 
 def _median_seconds(fn, *args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(fn, *args, repeats=repeats)
 
 
 def _old_set(orders):

@@ -9,7 +9,6 @@ range of d. The theory's cost must be flat in d; the `exact` full flow grows lik
 import argparse
 import json
 import platform
-import time
 
 import jax
 
@@ -17,19 +16,13 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import jax.random as jr  # noqa: E402
-import numpy as np  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 
 import modecollapse as mc  # noqa: E402
 
 
 def _median_seconds(fn, *args, repeats=200):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(fn, *args, repeats=repeats)
 
 
 def main():

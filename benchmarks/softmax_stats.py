@@ -32,9 +32,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 
 import modecollapse as mc  # noqa: E402
-from modecollapse._numerics import _expectations as ex  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_expectations import _line_reference, _plane_reference  # noqa: E402
@@ -49,13 +49,7 @@ def _compiled(fn, *args):
 
 
 def _median_seconds(fn, *args, repeats=7):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(fn, *args, repeats=repeats)
 
 
 def hard_cases(n, count, seed):
@@ -85,24 +79,6 @@ def _flat(stats):
     return np.concatenate([[float(lse)], np.asarray(resp), np.asarray(outer).ravel()])
 
 
-class _Refined:
-    """The rule with every resolution constant raised (a self-convergence reference)."""
-
-    def __enter__(self):
-        self.saved = (ex._LINE_ORDER, ex._LINE_BACKGROUND, ex._LINE_GRADING, dict(ex._TRANSVERSE))
-        ex._LINE_ORDER, ex._LINE_BACKGROUND = 9, 24
-        ex._LINE_GRADING = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-        ex._TRANSVERSE.update({4: (40, 40), 5: (16, 16), 6: (8, 8), 7: (5, 5), 8: (4, 4)})
-        ex._transverse_rule.cache_clear()
-        return self
-
-    def __exit__(self, *exc):
-        ex._LINE_ORDER, ex._LINE_BACKGROUND, ex._LINE_GRADING, tr = self.saved
-        ex._TRANSVERSE.clear()
-        ex._TRANSVERSE.update(tr)
-        ex._transverse_rule.cache_clear()
-
-
 def _difference_eigen(cov):
     n = cov.shape[0]
     D = np.concatenate([-np.ones((n - 1, 1)), np.eye(n - 1)], 1)
@@ -120,8 +96,7 @@ def reference(mean, cov):
         return _line_reference(mean, np.concatenate([[0.0], v])), "adaptive line quadrature"
     if n == 3:
         return _plane_reference(mean, cov), "nested adaptive quadrature"
-    with _Refined():
-        ref = ex._softmax_rule(jnp.asarray(mean), jnp.asarray(cov), 9, False, False)
+    ref = mc.refined_softmax_stats(jnp.asarray(mean), jnp.asarray(cov))
     return _flat(ref), "refined rule (self-convergence)"
 
 
@@ -165,7 +140,7 @@ def main():
             "cost_ratio_new_over_legacy": t_new / t_old,
             "compile_seconds_new": c_new,
             "compile_seconds_legacy": c_old,
-            "default_rule": ex._resolve_rule(n, None, None),
+            "default_rule": mc.default_softmax_rule(n),
             "legacy_rule": f"{legacy_nodes}^{n - 1} Gauss-Hermite" if n <= 4 else "4096 Halton",
             "new_rule": "graded (G5)-(G6)",
             "batch": batch,

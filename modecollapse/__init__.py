@@ -132,9 +132,11 @@ from ._mixtures import (
     TemperedTarget as TemperedTarget,
 )
 from ._numerics._expectations import (
+    default_softmax_rule as default_softmax_rule,
     expected_lse as expected_lse,
     expected_softmax_stats as expected_softmax_stats,
     gaussian_expectation as gaussian_expectation,
+    refined_softmax_stats as refined_softmax_stats,
     softmax_stats_error as softmax_stats_error,
 )
 from ._numerics._integrals import (

@@ -336,6 +336,44 @@ def _resolve_rule(n: int, nodes: int | None, rule: str | None) -> str:
     return rule
 
 
+def default_softmax_rule(n: int) -> str:
+    """The rule `expected_softmax_stats` uses by default for n logits: "graded" or "legacy".
+
+    **Example:** `default_softmax_rule(3)  # "graded"`
+    """
+    return _resolve_rule(n, None, None)
+
+
+def refined_softmax_stats(mean: Float[Array, " n"], cov: Float[Array, "n n"]):
+    """The graded rule (G5)–(G7) with every resolution raised: a self-convergence reference.
+
+    Line panels of 9 Gauss–Legendre nodes, 24 background panels, finer grading at the ties, and
+    denser transverse Gauss–Hermite. Much slower than the default; for checking it only.
+
+    **Arguments:** `mean`, `cov`: the Gaussian law of the logits (n ≥ 3).
+
+    **Returns:** `(lse, resp, resp_outer)`, as `expected_softmax_stats`.
+
+    **Example:**
+    ```python
+    lse, resp, outer = refined_softmax_stats(jnp.zeros(4), jnp.eye(4))
+    ```
+    """
+    global _LINE_ORDER, _LINE_BACKGROUND, _LINE_GRADING
+    saved = (_LINE_ORDER, _LINE_BACKGROUND, _LINE_GRADING, dict(_TRANSVERSE))
+    _LINE_ORDER, _LINE_BACKGROUND = 9, 24
+    _LINE_GRADING = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    _TRANSVERSE.update({4: (40, 40), 5: (16, 16), 6: (8, 8), 7: (5, 5), 8: (4, 4)})
+    _transverse_rule.cache_clear()
+    try:
+        return _softmax_rule(jnp.asarray(mean), jnp.asarray(cov), 9, False, False)
+    finally:
+        _LINE_ORDER, _LINE_BACKGROUND, _LINE_GRADING, transverse = saved
+        _TRANSVERSE.clear()
+        _TRANSVERSE.update(transverse)
+        _transverse_rule.cache_clear()
+
+
 @jax.custom_jvp
 def _stats(mean: Array, cov: Array):
     return _softmax_rule(mean, cov, _LINE_ORDER, False, False)
