@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import scipy.stats
 
 import modecollapse as mc
 from modecollapse import metrics
@@ -54,7 +55,11 @@ def test_mean_alignment(getkey):
     assert metrics.LABELS[int(out.label)] == "mean_alignment"
     np.testing.assert_allclose(out.masses, [1.0, 0.0], atol=1e-6)
     assert int(out.n_covered) == 1 and not bool(out.covered)
-    assert float(out.emc) < 1e-6 and abs(float(out.mode_score) - 1.0) < 1e-6
+    # exact (C8): a sample lands on mode 2 with probability Φ(−|μ|) = Φ(−5) here
+    p2 = scipy.stats.norm.cdf(-5.0)
+    emc = -(p2 * np.log(p2) + (1 - p2) * np.log1p(-p2)) / np.log(2)
+    np.testing.assert_allclose(out.emc, emc, rtol=1e-6)
+    assert abs(float(out.mode_score) - 1.0) < 1e-5
     np.testing.assert_allclose(out.kl, np.log(2), atol=1e-6)  # KL(δ-mode ‖ ½,½) = log 2
 
 

@@ -273,7 +273,12 @@ def test_two_processes_with_jax_distributed(tmp_path, single_process_small):
     import socket
 
     config = _write(tmp_path, SMALL)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # one CPU device per process, as in the one-process reference (bitwise equality)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
