@@ -313,6 +313,13 @@ def _full_chunk(specs, options, thresholds):
     return eqx.filter_vmap(one)(*specs)
 
 
+def _route_functions(plan: SweepPlan):
+    """(batched inputs, compiled chunk) of the plan's route: the one place the route is chosen."""
+    if plan.route == "theory":
+        return _theory_specs, _theory_chunk
+    return _full_specs, _full_chunk
+
+
 def sweep_inputs(plan: SweepPlan, indices: np.ndarray, *, shard: bool = False) -> Any:
     """The batched inputs of the chunk that computes the flat trajectory `indices` of a sweep.
 
@@ -331,8 +338,7 @@ def sweep_inputs(plan: SweepPlan, indices: np.ndarray, *, shard: bool = False) -
     outcome, steps = sweep_chunk(plan)(specs, sweep_solver_options(plan))
     ```
     """
-    specs_fn = _theory_specs if plan.route == "theory" else _full_specs
-    specs = specs_fn(plan, np.asarray(indices))
+    specs = _route_functions(plan)[0](plan, np.asarray(indices))
     return _shard(specs, jax.local_device_count()) if shard else specs
 
 
@@ -353,7 +359,7 @@ def sweep_chunk(plan: SweepPlan, thresholds: Thresholds = Thresholds()):
     outcome, steps = sweep_chunk(plan)(specs, sweep_solver_options(plan))
     ```
     """
-    chunk_fn = _theory_chunk if plan.route == "theory" else _full_chunk
+    chunk_fn = _route_functions(plan)[1]
     return lambda specs, options: chunk_fn(specs, options, thresholds)
 
 
@@ -448,9 +454,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    specs_fn, chunk_fn = (
-        (_theory_specs, _theory_chunk) if plan.route == "theory" else (_full_specs, _full_chunk)
-    )
+    specs_fn, chunk_fn = _route_functions(plan)
     specs_fn(plan, np.arange(0, plan.total, plan.seeds))  # one per grid point: same structure?
     os.makedirs(out_dir, exist_ok=True)
     pid, nproc = jax.process_index(), jax.process_count()
