@@ -30,3 +30,10 @@ def test_make_estimator_builds_each_registered_estimator():
     built = [make_estimator(dataclasses.replace(sim, estimator=n), jr.key(0)) for n in ESTIMATORS]
     assert all(isinstance(est, AbstractEstimator) for est in built)
     assert len({type(est) for est in built}) == len(ESTIMATORS)  # one class per name
+
+
+def test_objective_kinds_match_the_divergence_registry():
+    from modecollapse._objective import DIVERGENCES
+
+    assert tuple(_config.OBJECTIVE_KINDS) == tuple(DIVERGENCES)
+    assert all(cls.kind == name for name, cls in DIVERGENCES.items())

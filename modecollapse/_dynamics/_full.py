@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 from .._annealing._schedules import AbstractSchedule
 from .._estimators._estimators import AbstractEstimator, ExactEstimator
 from .._mixtures import GaussianMixture, IsotropicMixture
-from .._objective import objective
+from .._objective import ReverseKL, objective
 from .._summary import GramState, Trajectory, record
 from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
@@ -48,9 +48,14 @@ def _sgd_vector_field(t, y, args):
 
 
 def _full_save(t, y, args):
-    target, schedule, _, _ = args
+    target, schedule, estimator, _ = args
     family = IsotropicMixture(*y)
-    return record(GramState.from_models(family, target), objective(family, target, schedule(t)))
+    divergence = getattr(estimator, "divergence", ReverseKL())
+    if isinstance(divergence, ReverseKL):
+        value = objective(family, target, schedule(t))
+    else:
+        value = divergence(family, target, schedule(t))
+    return record(GramState.from_models(family, target), value)
 
 
 @eqx.filter_jit

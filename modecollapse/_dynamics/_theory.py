@@ -12,7 +12,7 @@ from jaxtyping import Array, ArrayLike, Float
 from .._annealing._schedules import AbstractSchedule
 from .._numerics._dtypes import as_float
 from .._numerics._expectations import expected_softmax_stats
-from .._objective import gram_objective
+from .._objective import AbstractDivergence, ReverseKL
 from .._summary import GramState, TargetStatistics, Trajectory, record
 from ._rates import LearningRates
 from ._solve import SolverOptions, integrate
@@ -83,18 +83,68 @@ def theory_vector_field(
     return GramState(dR, dQ, da, rates.log_scale_rate(s * dF_ds, schedule, t))
 
 
+def pullback_vector_field(
+    t: ArrayLike,
+    state: GramState,
+    target: TargetStatistics,
+    schedule: AbstractSchedule,
+    rates: LearningRates,
+    dim: ArrayLike,
+    divergence: AbstractDivergence,
+    nodes: int | None = None,
+) -> GramState:
+    """d(R, Q, a, log s)/dt for any rotation-invariant objective, by pulling its gradient back
+    (eq. (PB1)).
+
+    F depends on the means only through R = M Uᵀ and Q = M Mᵀ, so ∇_M F = G_R U + (G_Q + G_Qᵀ) M
+    with G_R = ∂F/∂R, G_Q = ∂F/∂Q (autodiff of `divergence.gram`). Then ṁ = −η_m ∇_M F gives
+    Ṙ = Ṁ Uᵀ = −η_m (G_R T + Ĝ R) and Q̇ = Ṁ Mᵀ + M Ṁᵀ with Ṁ Mᵀ = −η_m (G_R Rᵀ + Ĝ Q),
+    Ĝ = G_Q + G_Qᵀ; the logits and the scale take −η ∂F/∂a and −η_s ∂F/∂log s directly. Exact: no
+    step uses d beyond `dim` in the objective. For reverse KL it equals the hand-derived
+    `theory_vector_field` (tests/test_divergences.py).
+
+    **Arguments:** as `theory_vector_field`, plus `divergence`, the objective.
+
+    **Returns:** the time derivative, as a `GramState`.
+
+    **Example:**
+    ```python
+    dstate = pullback_vector_field(0.0, state, stats, NoAnnealing(), LearningRates(), 64,
+                                   Renyi(0.5))
+    ```
+    """
+    beta = as_float(schedule(t), like=state.R)
+
+    def value(R, Q, logits, log_scale):
+        return divergence.gram(GramState(R, Q, logits, log_scale), target, beta, dim, nodes)
+
+    gR, gQ, ga, gs = jax.grad(value, argnums=(0, 1, 2, 3))(
+        state.R, state.Q, state.logits, state.log_scale
+    )
+    G = gQ + gQ.T
+    eta = as_float(rates.means, like=state.R)
+    dR = -eta * (gR @ target.T + G @ state.R)
+    half = -eta * (gR @ state.R.T + G @ state.Q)
+    da = -as_float(rates.weights, like=state.R) * ga
+    return GramState(dR, half + half.T, da, rates.log_scale_rate(gs, schedule, t))
+
+
 def _theory_field(t, y, args):
-    target, schedule, rates, dim, nodes = args
-    return theory_vector_field(t, y, target, schedule, rates, dim, nodes.value)
+    target, schedule, rates, dim, static = args
+    nodes, divergence = static.value, static.divergence
+    if isinstance(divergence, ReverseKL):
+        return theory_vector_field(t, y, target, schedule, rates, dim, nodes)
+    return pullback_vector_field(t, y, target, schedule, rates, dim, divergence, nodes)
 
 
 def theory_save(t, y, args):
-    target, schedule, _, dim, nodes = args
-    return record(y, gram_objective(y, target, schedule(t), dim, nodes.value))
+    target, schedule, _, dim, static = args
+    return record(y, static.divergence.gram(y, target, schedule(t), dim, static.value))
 
 
 class TheoryStatic(eqx.Module):
     value: int | None = eqx.field(static=True)
+    divergence: AbstractDivergence = ReverseKL()
 
 
 @eqx.filter_jit
@@ -107,6 +157,7 @@ def solve_theory(
     dim: ArrayLike,
     rates: LearningRates = LearningRates(),
     options: SolverOptions = SolverOptions(),
+    divergence: AbstractDivergence = ReverseKL(),
 ) -> Trajectory:
     """Integrate the closed summary-statistic ODE (eqs. (T1)–(T5)) with diffrax.
 
@@ -118,6 +169,8 @@ def solve_theory(
     - `ts`: increasing save times.
     - `dim`: d; a traced number, so changing it does not recompile.
     - `rates`, `options`: as in `solve_full`.
+    - `divergence`: the objective (default reverse KL, by the hand-derived eqs. (T1)–(T5));
+      any other is integrated by the pull-back of its gradient (eq. (PB1)).
 
     **Returns:** a `Trajectory`; `final` is the final `GramState`.
 
@@ -131,7 +184,7 @@ def solve_theory(
     return integrate(
         _theory_field,
         state,
-        (target, schedule, rates, dim, TheoryStatic(options.quadrature)),
+        (target, schedule, rates, dim, TheoryStatic(options.quadrature, divergence)),
         ts,
         options,
         theory_save,

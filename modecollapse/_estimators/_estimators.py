@@ -5,7 +5,6 @@ docs/theory.md, §4 and §4b.
 
 import abc
 from collections.abc import Callable
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -14,9 +13,10 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._mixtures import GaussianMixture, IsotropicMixture
-from .._objective import objective
+from .._objective import AbstractDivergence, ReverseKL, objective
 from ._particles import (
     Params,
+    particle_noise,
     particle_objective,
     particle_value_and_grad,
     projected_value_and_grad,
@@ -27,10 +27,28 @@ def _params(family: IsotropicMixture) -> Params:
     return (family.means, family.logits, family.log_scale)
 
 
+def _divergence_particles(divergence, family, target, beta, key, n):
+    """The particle estimate of a divergence other than reverse KL (§11): materialised noise."""
+    K, d = family.means.shape
+    J = target.means.shape[0]
+    dtype = family.means.dtype
+    noise_q = particle_noise(key, n, K, d, dtype)
+    noise_p = particle_noise(jr.fold_in(key, 2**30), n, J, d, dtype)
+    return divergence.mc(family, target, beta, noise_q, noise_p)
+
+
+def _divergence_value_and_grad(divergence, family, target, beta, key, n):
+    def f(params):
+        return _divergence_particles(divergence, IsotropicMixture(*params), target, beta, key, n)
+
+    return jax.value_and_grad(f)(_params(family))
+
+
 class AbstractEstimator(eqx.Module):
     """A route to ∇_θ F(θ; β) for the full flow (eq. (D1)); concrete estimators are final.
 
-    Subclasses implement `objective`, `value_and_grad` and `fixed_step`. Adding an estimator is one
+    Subclasses implement `objective`, `value_and_grad` and `fixed_step`, and carry the
+    `divergence` they estimate (`ReverseKL()` by default). Adding an estimator is one
     final class plus one line of `ESTIMATORS` (and its name in the jax-free `_config.ESTIMATORS`;
     tests/test_registries.py keeps them equal).
     """
@@ -142,6 +160,8 @@ class ExactEstimator(AbstractEstimator):
     **Arguments:**
 
     - `nodes`: see `gram_objective` (default: the accurate rule).
+    - `divergence`: the objective (default `ReverseKL()`); for any other, its Gram form (§11)
+      evaluated from the d-dimensional means, differentiated by autodiff.
 
     **Example:**
     ```python
@@ -151,17 +171,20 @@ class ExactEstimator(AbstractEstimator):
     """
 
     nodes: int | None = eqx.field(static=True, default=None)
+    divergence: AbstractDivergence = ReverseKL()
 
     @property
     def fixed_step(self) -> float | None:
         return None
 
     def objective(self, family, target, beta, t, step_index=None):
-        return objective(family, target, beta, self.nodes)
+        if isinstance(self.divergence, ReverseKL):
+            return objective(family, target, beta, self.nodes)
+        return self.divergence(family, target, beta, self.nodes)
 
     def value_and_grad(self, family, target, beta, t, step_index=None):
         def f(params):
-            return objective(IsotropicMixture(*params), target, beta, self.nodes)
+            return self.objective(IsotropicMixture(*params), target, beta, t)
 
         return jax.value_and_grad(f)(_params(family))
 
@@ -187,6 +210,8 @@ class FixedParticles(AbstractParticleEstimator):
     - `key`: PRNG key of the particles.
     - `n`: particles per component.
     - `chunk`: particles per chunk (default None: K · chunk · d ≤ 2²³ numbers).
+    - `divergence`: the objective (default `ReverseKL()`); any other uses its `mc` estimate on
+      materialised particles (the VR bound for `Renyi`, biased at finite n; §11).
 
     **Example:**
     ```python
@@ -198,6 +223,7 @@ class FixedParticles(AbstractParticleEstimator):
     key: PRNGKeyArray
     n: int = eqx.field(static=True)
     chunk: int | None = eqx.field(static=True, default=None)
+    divergence: AbstractDivergence = ReverseKL()
 
     def __check_init__(self):
         _check_particles(self.n, self.chunk)
@@ -233,9 +259,15 @@ class FixedParticles(AbstractParticleEstimator):
         return None
 
     def objective(self, family, target, beta, t, step_index=None):
+        if not isinstance(self.divergence, ReverseKL):
+            return _divergence_particles(self.divergence, family, target, beta, self.key, self.n)
         return particle_objective(_params(family), target, beta, self.key, self.n, self.chunk)
 
     def value_and_grad(self, family, target, beta, t, step_index=None):
+        if not isinstance(self.divergence, ReverseKL):
+            return _divergence_value_and_grad(
+                self.divergence, family, target, beta, self.key, self.n
+            )
         return particle_value_and_grad(_params(family), target, beta, self.key, self.n, self.chunk)
 
 
@@ -252,6 +284,7 @@ class FreshParticles(AbstractSGDEstimator):
     - `n`: particles per component.
     - `step`: the Euler step η (the SGD learning rate, in units of the flow's time).
     - `chunk`: particles per chunk (default None: K · chunk · d ≤ 2²³ numbers).
+    - `divergence`: as in `FixedParticles`.
 
     **Example:**
     ```python
@@ -264,16 +297,21 @@ class FreshParticles(AbstractSGDEstimator):
     n: int = eqx.field(static=True)
     step: float = eqx.field(static=True)
     chunk: int | None = eqx.field(static=True, default=None)
+    divergence: AbstractDivergence = ReverseKL()
 
     def __check_init__(self):
         _check_particles(self.n, self.chunk, self.step)
 
     def objective(self, family, target, beta, t, step_index=None):
         key = self.step_key(t, step_index)
+        if not isinstance(self.divergence, ReverseKL):
+            return _divergence_particles(self.divergence, family, target, beta, key, self.n)
         return particle_objective(_params(family), target, beta, key, self.n, self.chunk)
 
     def value_and_grad(self, family, target, beta, t, step_index=None):
         key = self.step_key(t, step_index)
+        if not isinstance(self.divergence, ReverseKL):
+            return _divergence_value_and_grad(self.divergence, family, target, beta, key, self.n)
         return particle_value_and_grad(_params(family), target, beta, key, self.n, self.chunk)
 
 
@@ -301,9 +339,15 @@ class ProjectedFreshParticles(AbstractSGDEstimator):
     key: PRNGKeyArray
     n: int = eqx.field(static=True)
     step: float = eqx.field(static=True)
+    divergence: AbstractDivergence = ReverseKL()
 
     def __check_init__(self):
         _check_particles(self.n, None, self.step)
+        if not isinstance(self.divergence, ReverseKL):
+            raise ValueError(
+                "`mc-fresh-projected` estimates reverse KL only; use `mc-fresh` for "
+                f"`{self.divergence.kind}`."
+            )
 
     def objective(self, family, target, beta, t, step_index=None):
         """The value of the estimate; its gradient is `value_and_grad`'s, not autodiff of this."""
@@ -315,12 +359,19 @@ class ProjectedFreshParticles(AbstractSGDEstimator):
 
 
 # The estimator registry: one line per estimator, name -> builder(key, settings), where the
-# settings have the `[simulation]` fields `particles`, `step`, `chunk` and `quadrature_nodes`.
+# settings have the `[simulation]` fields `particles`, `step`, `chunk` and `quadrature_nodes`, and
+# an optional divergence (default reverse KL).
 # The jax-free config validates `simulation.estimator` against the same names
 # (`_config.ESTIMATORS`; tests/test_registries.py keeps them equal).
-ESTIMATORS: dict[str, Callable[[PRNGKeyArray, Any], AbstractEstimator]] = {
-    "exact": lambda key, sim: ExactEstimator(sim.quadrature_nodes),
-    "mc-fixed": lambda key, sim: FixedParticles(key, sim.particles, sim.chunk),
-    "mc-fresh": lambda key, sim: FreshParticles(key, sim.particles, sim.step, sim.chunk),
-    "mc-fresh-projected": lambda key, sim: ProjectedFreshParticles(key, sim.particles, sim.step),
+ESTIMATORS: dict[str, Callable[..., AbstractEstimator]] = {
+    "exact": lambda key, sim, div=ReverseKL(): ExactEstimator(sim.quadrature_nodes, div),
+    "mc-fixed": lambda key, sim, div=ReverseKL(): FixedParticles(
+        key, sim.particles, sim.chunk, div
+    ),
+    "mc-fresh": lambda key, sim, div=ReverseKL(): FreshParticles(
+        key, sim.particles, sim.step, sim.chunk, div
+    ),
+    "mc-fresh-projected": lambda key, sim, div=ReverseKL(): ProjectedFreshParticles(
+        key, sim.particles, sim.step, div
+    ),
 }

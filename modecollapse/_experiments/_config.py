@@ -26,6 +26,9 @@ TARGET_MEANS_KINDS = {
 }
 INIT_KINDS = {"random": ("norm",), "overlaps": ("R", "Q")}
 SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "kvaerno5")
+# The objective kinds, jax-free: the same names as the divergence registry
+# `_objective.DIVERGENCES` (tests/test_registries.py keeps them equal).
+OBJECTIVE_KINDS = ("reverse-kl", "renyi", "forward-kl")
 PRECISIONS = ("float64", "float32")
 
 DEFAULT_TOML = """\
@@ -174,6 +177,18 @@ FLOW_OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """`[objective]`: what the flow minimises (docs/theory.md, §11); default reverse KL.
+
+    `kind` is "reverse-kl" (F = E_q[log q − β log p]), "renyi" (F_α, with `alpha` > 0) or
+    "forward-kl" (KL(p‖q), without annealing).
+    """
+
+    kind: str = "reverse-kl"
+    alpha: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepConfig:
     parameters: dict[str, tuple[Any, ...]]
     seeds: int
@@ -194,9 +209,11 @@ class Experiment:
     simulation: SimulationConfig
     sweep: SweepConfig | None = None
     flow: FlowConfig | None = None
+    objective: ObjectiveConfig = ObjectiveConfig()
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        out["objective"] = {k: v for k, v in out["objective"].items() if v is not None}
         out["annealing"] = {k: v for k, v in out["annealing"].items() if v is not None}
         if out["flow"] is None:
             del out["flow"]
@@ -428,10 +445,66 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
     st.done()
     sweep = _sweep_table(top.table("sweep")) if "sweep" in data else None
     flow = _flow_table(top.table("flow")) if "flow" in data else None
+    objective = (
+        _objective_table(top.table("objective"), annealing, simulation, target, variational)
+        if "objective" in data
+        else ObjectiveConfig()
+    )
     top.done()
     return Experiment(
-        dim, t_end, save_points, seed, target, variational, annealing, simulation, sweep, flow
+        dim,
+        t_end,
+        save_points,
+        seed,
+        target,
+        variational,
+        annealing,
+        simulation,
+        sweep,
+        flow,
+        objective,
     )
+
+
+def _objective_table(
+    ot: _Table,
+    annealing: AnnealingConfig,
+    simulation: SimulationConfig,
+    target: TargetConfig,
+    variational: VariationalConfig,
+) -> ObjectiveConfig:
+    """`[objective]`: kind and (renyi) alpha, with the checks that need the other tables."""
+    kind = ot.string("kind", OBJECTIVE_KINDS, "reverse-kl")
+    alpha = None
+    if kind == "renyi":
+        alpha = ot.number("alpha", low=0.0, low_open=True)
+        if alpha > 1.0:
+            # F_α is finite iff a = α + (1 − α) β s²/σ² > 0 (eq. (RY2)); check it at t = 0.
+            beta0 = annealing.beta0 if annealing.beta0 is not None else 1.0
+            if annealing.scale == "adiabatic":
+                s2 = target.scale**2 / beta0
+            else:
+                s2 = variational.scale**2
+            a = alpha + (1.0 - alpha) * beta0 * s2 / target.scale**2
+            if not a > 0:
+                limit = alpha / (alpha - 1.0)
+                raise ConfigError(
+                    f"`{ot.key('alpha')}`: F_α is infinite at t = 0 (α > 1 needs "
+                    f"β s²/σ² < α/(α − 1) = {limit:.4g}, here {beta0 * s2 / target.scale**2:.4g});"
+                    " lower alpha or the initial scale."
+                )
+    elif kind == "forward-kl" and annealing.kind != "none":
+        raise ConfigError(
+            f"`{ot.key('kind')}`: forward-kl is defined at β = 1 only (no tempered version); "
+            'set [annealing] kind = "none".'
+        )
+    if kind != "reverse-kl" and simulation.estimator == "mc-fresh-projected":
+        raise ConfigError(
+            f"`simulation.estimator`: mc-fresh-projected estimates reverse KL only; use mc-fresh "
+            f"for objective {kind!r}."
+        )
+    ot.done()
+    return ObjectiveConfig(kind, alpha)
 
 
 def _sweep_table(sw: _Table) -> SweepConfig:
@@ -701,6 +774,9 @@ KEY_DOCS = {
     "with this many nodes per dimension (default: the accurate rule, eqs. (G5)–(G7))",
     "simulation.chunk": "particles per chunk (default: all in one)",
     "simulation.precision": "float64 (default) | float32; --precision overrides",
+    "objective": "what the flow minimises (docs/theory.md, §11); default reverse-kl",
+    "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",
+    "objective.alpha": "Rényi order α > 0; α → 1 is reverse KL, α < 1 mass-covering",
     "sweep": "grid of parameters × seeds (modecollapse sweep)",
     "sweep.seeds": "trajectories per grid point",
     "sweep.chunk": "trajectories per compiled batch (checkpointed after each)",
@@ -772,7 +848,7 @@ def experiment_toml(exp: Experiment, header: str = "") -> str:
     data = exp.to_dict()
     out = [f"# {line}".rstrip() for line in header.splitlines()]
     out += _toml_lines({k: v for k, v in data.items() if not isinstance(v, dict)}, "")
-    for name in ("target", "variational", "annealing", "simulation", "flow"):
+    for name in ("target", "variational", "annealing", "objective", "simulation", "flow"):
         if name in data:
             out += ["", f"# {KEY_DOCS[name]}", f"[{name}]", *_toml_lines(data[name], name + ".")]
     if "sweep" in data:

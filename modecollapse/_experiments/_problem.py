@@ -16,6 +16,7 @@ from .._dynamics._theory import solve_theory
 from .._estimators._estimators import ESTIMATORS, AbstractEstimator
 from .._mixtures import GaussianMixture, IsotropicMixture
 from .._numerics._linalg import nonzero_eigenvalues, rank_rtol
+from .._objective import DIVERGENCES, AbstractDivergence, ReverseKL
 from .._summary import GramState, TargetStatistics, Trajectory
 from ._config import ConfigError, Experiment, SimulationConfig
 from ._io import timed
@@ -32,6 +33,7 @@ class Problem:
     rates: LearningRates
     estimator: AbstractEstimator
     ts: jax.Array
+    divergence: AbstractDivergence = ReverseKL()
 
 
 def _psd_factor(G: np.ndarray, key: str, scale: float = 0.0) -> np.ndarray:
@@ -137,13 +139,29 @@ def build_schedule(exp: Experiment) -> AbstractSchedule:
     return schedule_from_kind(a.kind, params)
 
 
-def make_estimator(sim: SimulationConfig, key: jax.Array) -> AbstractEstimator:
+def build_divergence(exp: Experiment) -> AbstractDivergence:
+    """The objective of `[objective]` (docs/theory.md, §11), from the one registry.
+
+    α is stored as an array, so that sweeps over `objective.alpha` batch it.
+
+    **Example:** `build_divergence(load_experiment(None))  # ReverseKL()`
+    """
+    o = exp.objective
+    if o.kind == "renyi":
+        return DIVERGENCES["renyi"](jnp.asarray(o.alpha, dtype=jnp.result_type(float)))
+    return DIVERGENCES[o.kind]()
+
+
+def make_estimator(
+    sim: SimulationConfig, key: jax.Array, divergence: AbstractDivergence = ReverseKL()
+) -> AbstractEstimator:
     """The estimator that `[simulation] estimator` names, its particles drawn from `key`.
 
     **Arguments:**
 
     - `sim`: the `[simulation]` table (estimator, particles, step, chunk, quadrature nodes).
     - `key`: the particle key (unused by `exact`).
+    - `divergence`: the objective it estimates (default reverse KL).
 
     **Returns:** an `AbstractEstimator` for `solve_full`.
 
@@ -152,7 +170,8 @@ def make_estimator(sim: SimulationConfig, key: jax.Array) -> AbstractEstimator:
     est = make_estimator(load_experiment(None).simulation, jr.key(0))  # ExactEstimator()
     ```
     """
-    return ESTIMATORS[sim.estimator](key, sim)  # the one registry (`_estimators.ESTIMATORS`)
+    # the one registry (`_estimators.ESTIMATORS`)
+    return ESTIMATORS[sim.estimator](key, sim, divergence)
 
 
 def build_problem(exp: Experiment) -> Problem:
@@ -193,10 +212,11 @@ def build_problem(exp: Experiment) -> Problem:
         else np.log(v.scale)
     )
     family = IsotropicMixture(jnp.asarray(M, dtype), np.log(np.asarray(v.weights)), log_s0)
-    estimator = make_estimator(sim, k_particles)
+    divergence = build_divergence(exp)
+    estimator = make_estimator(sim, k_particles, divergence)
     rates = LearningRates(**v.learning_rates, adiabatic_scale=adiabatic)
     ts = jnp.linspace(0.0, exp.t_end, exp.save_points).astype(dtype)  # as before: rounded once
-    return Problem(exp, target, family, schedule, rates, estimator, ts)
+    return Problem(exp, target, family, schedule, rates, estimator, ts, divergence)
 
 
 def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:
@@ -241,6 +261,7 @@ def run_theory(problem: Problem, progress: bool = False) -> tuple[Trajectory, di
         dim=exp.dim,
         rates=problem.rates,
         options=solver_options(exp, progress),
+        divergence=problem.divergence,
     )
     return _checked(traj, "theory", exp), seconds
 

@@ -86,7 +86,13 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[last] = value
 
 
-_STRUCTURAL = ("save_points", "variational.components", "annealing.kind", "simulation")
+_STRUCTURAL = (
+    "save_points",
+    "variational.components",
+    "annealing.kind",
+    "simulation",
+    "objective.kind",
+)
 
 
 def plan_sweep(raw: dict[str, Any], route: str) -> SweepPlan:
@@ -213,6 +219,7 @@ def _theory_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
             jax.tree.map(jnp.asarray, problem.rates),
             jnp.asarray(float(exp.dim)),
             problem.ts,
+            problem.divergence,
         )
         parts.append((state0, *_broadcast(shared, n), keys[:, 1]))
     return _concatenate(parts)
@@ -233,7 +240,7 @@ def _full_specs(plan: SweepPlan, indices: np.ndarray) -> tuple[Any, ...]:
         family = problem.family
         if exp.variational.init["kind"] == "random":
             family = redraw_means(family, init_key, exp.variational.init["norm"])
-        estimator = make_estimator(exp.simulation, particle_key)
+        estimator = make_estimator(exp.simulation, particle_key, problem.divergence)
         rates = jax.tree.map(jnp.asarray, problem.rates)
         specs.append(
             (family, problem.target, problem.schedule, rates, estimator, problem.ts, metric_key)
@@ -288,8 +295,17 @@ def _stack(specs: list[Any]) -> Any:
 
 @eqx.filter_jit
 def _theory_chunk(specs, options, thresholds):
-    def one(state0, stats, schedule, rates, dim, ts, key):
-        traj = solve_theory(state0, stats, schedule, ts, dim=dim, rates=rates, options=options)
+    def one(state0, stats, schedule, rates, dim, ts, divergence, key):
+        traj = solve_theory(
+            state0,
+            stats,
+            schedule,
+            ts,
+            dim=dim,
+            rates=rates,
+            options=options,
+            divergence=divergence,
+        )
         out = trajectory_outcome(
             traj, stats, dim, key, thresholds, _METRIC_SAMPLES, options.quadrature
         )

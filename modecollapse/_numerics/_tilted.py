@@ -1,0 +1,322 @@
+"""log E[exp(Σ_g c_g LSE(ℓ_g))] for a Gaussian vector ℓ split into blocks (docs/theory.md, §11).
+
+The Rényi objectives reduce to this integral, with two blocks (the target's and the family's
+logits) and coefficients (γβ, −γ), γ = 1 − α (eq. (RY3)). The rule (eqs. (RY5)–(RY7)):
+
+- (RY5) the tilt: LSE(ℓ_g) = ℓ_{g,0} + LSE(0, δ_g) with δ_g = ℓ_{g,1:} − ℓ_{g,0}. The linear part
+  λᵀℓ, λ = Σ_g c_g e_{g,0}, is taken out in closed form, E[e^{λᵀℓ} G(δ)] =
+  e^{λᵀμ + λᵀΣλ/2} E'[G(δ)] with δ's law shifted by DΣλ. What is left is an integral over the
+  r = Σ_g (n_g − 1) logit differences of G(δ) = exp(Σ_g c_g LSE(0, δ_g)).
+- (RY6) r ≤ 2 with blocks of at most two logits (K, J ≤ 2): nested line rules. The outer
+  coordinate is the one of larger variance; the inner one is taken given it. On each line, in
+  the standard coordinate z, Gauss–Legendre panels cover the Gaussian lumps e^{s z}φ(z) ∝
+  φ(z − s) of every slope s of the piecewise-linear envelope Σ_g c_g max(0, δ_g), and are graded
+  towards every tie (δ_g = 0 on the inner line; on the outer line, δ_o = 0 and the point where the
+  inner conditional mean crosses −c_i v_i/2) by the tie's width.
+- (RY7) any other shape: the legacy tensor Gauss–Hermite / Halton rule of (G4) over δ (less
+  accurate; docs/theory.md, §11 gives the measured error).
+
+Derivatives: a `jax.custom_jvp` by the heat equation (G3), ∂/∂μ E[f] = E[∇f] and
+∂/∂Σ E[f] = ½ E[∇²f], evaluated on the same nodes, so no derivative goes through the factorisation
+or the placement of the nodes; the coefficients' derivative is E_f[LSE(ℓ_g)] (eq. (RY8)).
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._expectations import gaussian_rule
+from ._linalg import sqrt_psd
+
+# Line rule (RY6): panels at each lump centre + _LUMP, at each tie + width · _TIE, inside the union
+# of the lumps' ± _REACH windows; Gauss–Legendre with _ORDER nodes per panel.
+_REACH = 8.5
+_LUMP = (-8.5, -5.5, -3.5, -2.0, -0.75, 0.75, 2.0, 3.5, 5.5, 8.5)
+_TIE = (-27.0, -9.0, -3.0, -1.0, 0.0, 1.0, 3.0, 9.0, 27.0)
+_ORDER = 6
+
+
+@functools.cache
+def _legendre(k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(k)
+
+
+def _line(centers: Array, ties: Array, widths: Array, order: int) -> tuple[Array, Array]:
+    """Nodes z (P,) and log-weights (P,) for E over z ~ N(0, 1) on one line (RY6)."""
+    dtype = centers.dtype
+    lo, hi = jnp.min(centers) - _REACH, jnp.max(centers) + _REACH
+    lump = jnp.asarray(_LUMP, dtype)
+    tie = jnp.asarray(_TIE, dtype)
+    ends = jnp.concatenate(
+        [(centers[:, None] + lump).ravel(), (ties[:, None] + widths[:, None] * tie).ravel()]
+    )
+    ends = jnp.sort(jnp.clip(ends, lo, hi))
+    mid, half = 0.5 * (ends[1:] + ends[:-1]), 0.5 * (ends[1:] - ends[:-1])
+    t, w = (jnp.asarray(a, dtype) for a in _legendre(order))
+    z = (mid[:, None] + half[:, None] * t).ravel()
+    log_w = jnp.log((half[:, None] * w).ravel()) - 0.5 * z * z - 0.5 * math.log(2.0 * math.pi)
+    return z, log_w
+
+
+def _safe_sqrt(v: Array) -> Array:
+    return jnp.sqrt(jnp.maximum(v, jnp.finfo(v.dtype).tiny))
+
+
+# The 1-D kernel (RY6b): E[(1 + e^Y)^κ σ(Y)^j], j = 0, 1, 2, Y ~ N(m, v): the envelope
+# e^{κ max(Y, 0)} (plus 1{Y < 0} for j = 0) in closed form, and the remainders, which decay like
+# e^{−|y|}, by Gauss–Legendre on the part of each of the two Gaussian lumps (centres −m and m + κv
+# in |y|) inside [0, _Y_MAX] within ± _KERNEL_REACH standard deviations.
+_KERNEL_NODES = 32
+_KERNEL_REACH = 8.0
+_Y_MAX = 36.0
+
+
+def _log_ndtr(t: Array) -> Array:
+    return jax.scipy.special.log_ndtr(t)
+
+
+def _kernel_window(c: Array, v: Array, n: int, log_scale: Array):
+    """GL nodes y (n,) and weights (n,) for e^{log_scale} ∫_0^Y φ_v(y − c) g(y) dy ≈ Σ w g(y).
+
+    The window is the part of c ± L√v inside [0, Y]; when c < 0 it starts at 0 and ends where the
+    Gaussian tail has fallen by e^{−L²/2} from its value at 0.
+    """
+    sd = jnp.sqrt(v)
+    reach2 = _KERNEL_REACH * _KERNEL_REACH * v
+    tail = reach2 / (jnp.abs(c) + jnp.sqrt(c * c + reach2))
+    lo = jnp.clip(c - _KERNEL_REACH * sd, 0.0, _Y_MAX)
+    hi = jnp.clip(jnp.where(c >= 0, c + _KERNEL_REACH * sd, tail), lo, _Y_MAX)
+    t, w = (jnp.asarray(a, c.dtype) for a in _legendre(n))
+    mid, half = 0.5 * (hi + lo), 0.5 * (hi - lo)
+    y = mid + half * t
+    log_phi = -0.5 * (y - c) ** 2 / v - 0.5 * jnp.log(2.0 * math.pi * v)
+    return y, half * w * jnp.exp(log_scale + log_phi)
+
+
+def _power_moments(m: Array, v: Array, kappa: Array, n: int = _KERNEL_NODES):
+    """(s, ĝ0, ĝ1, ĝ2) with E[(1 + e^Y)^κ σ(Y)^j] = e^s ĝ_j, Y ~ N(m, v) (eq. (RY6b))."""
+    zero = v <= jnp.finfo(v.dtype).tiny
+    v = jnp.where(zero, 1.0, v)
+    sd = jnp.sqrt(v)
+    t = m / sd
+    lg = kappa * m + 0.5 * kappa * kappa * v  # log E[e^{κY}]
+    left = _log_ndtr(-t)  # log P(Y < 0)
+    right = lg + _log_ndtr(t + kappa * sd)  # log E[e^{κY} 1{Y > 0}]
+    s = jnp.maximum(left, right)
+    yl, wl = _kernel_window(-m, v, n, -s)  # Y = −y < 0: density φ_v(y + m)
+    yr, wr = _kernel_window(m + kappa * v, v, n, lg - s)  # Y = y > 0, tilted by e^{κy}
+
+    def log1p_exp_neg(y):
+        return jnp.log1p(jnp.exp(-y))
+
+    ll, lr = log1p_exp_neg(yl), log1p_exp_neg(yr)
+    # Y < 0 (|Y| = y): (1 + e^{−y})^κ σ(−y)^j, minus the envelope 1 for j = 0.
+    rem_l0 = jnp.expm1(kappa * ll)
+    rem_l1 = jnp.exp(kappa * ll - yl - ll)
+    rem_l2 = jnp.exp(kappa * ll - 2.0 * (yl + ll))
+    # Y > 0: e^{κy} [(1 + e^{−y})^κ σ(y)^j − 1].
+    rem_r0 = jnp.expm1(kappa * lr)
+    rem_r1 = jnp.expm1((kappa - 1.0) * lr)
+    rem_r2 = jnp.expm1((kappa - 2.0) * lr)
+    env_r = jnp.exp(right - s)
+    g0 = jnp.exp(left - s) + env_r + jnp.dot(wl, rem_l0) + jnp.dot(wr, rem_r0)
+    g1 = env_r + jnp.dot(wl, rem_l1) + jnp.dot(wr, rem_r1)
+    g2 = env_r + jnp.dot(wl, rem_l2) + jnp.dot(wr, rem_r2)
+    # v = 0: (1 + e^m)^κ σ(m)^j exactly.
+    sig = jax.nn.sigmoid(m)
+    s = jnp.where(zero, kappa * jnp.logaddexp(0.0, m), s)
+    g0 = jnp.where(zero, 1.0, g0)
+    g1 = jnp.where(zero, sig, g1)
+    g2 = jnp.where(zero, sig * sig, g2)
+    return s, g0, g1, g2
+
+
+def _moments_1(delta: Array, S: Array, c: Array):
+    """(log E'[G], E_f[σ], E_f[σσᵀ]) for one difference (r = 1): the kernel (RY6b) alone."""
+    s, g0, g1, g2 = _power_moments(delta[0], S[0, 0], c[0])
+    return s + jnp.log(g0), (g1 / g0)[None], (g2 / g0)[None, None]
+
+
+def _moments_2(delta: Array, S: Array, c: Array, order: int):
+    """(log E'[G], E_f[σ], E_f[σσᵀ]) for two differences in separate blocks (r = 2, RY6):
+    the outer coordinate by the graded line rule, the inner one by the kernel (RY6b)."""
+    dtype = delta.dtype
+    swap = S[1, 1] > S[0, 0]
+    delta = jnp.where(swap, delta[::-1], delta)
+    S = jnp.where(swap, S[::-1, ::-1], S)
+    c = jnp.where(swap, c[::-1], c)
+    co, ci = c[0], c[1]
+    so = _safe_sqrt(S[0, 0])
+    b = jnp.where(S[0, 0] > 0, S[0, 1] / so, 0.0)
+    vc = jnp.maximum(S[1, 1] - b * b, 0.0)
+    tiny = jnp.sqrt(jnp.finfo(dtype).tiny)
+    b_safe = jnp.where(jnp.abs(b) > tiny, b, tiny)
+    zero = jnp.zeros((), dtype)
+    centers = jnp.stack([zero, co * so, ci * b, co * so + ci * b])
+    ties = jnp.stack([-delta[0] / so, (-0.5 * ci * vc - delta[1]) / b_safe])
+    widths = jnp.stack([1.0 / so, jnp.sqrt(1.0 + vc) / jnp.abs(b_safe)])
+    z, log_w = _line(centers, ties, widths, order)
+    o = delta[0] + so * z
+    s, g0, g1, g2 = jax.vmap(_power_moments, (0, None, None))(delta[1] + b * z, vc, ci)
+    log_p = log_w + co * jnp.logaddexp(0.0, o) + s + jnp.log(g0)
+    log_z = jax.nn.logsumexp(log_p)
+    p = jnp.exp(log_p - log_z)
+    so_, si1, si2 = jax.nn.sigmoid(o), g1 / g0, g2 / g0
+    m1 = jnp.stack([p @ so_, p @ si1])
+    cross = p @ (so_ * si1)
+    m2 = jnp.array([[p @ (so_ * so_), cross], [cross, p @ si2]])
+    m1 = jnp.where(swap, m1[::-1], m1)
+    m2 = jnp.where(swap, m2[::-1, ::-1], m2)
+    return log_z, m1, m2
+
+
+def _fallback_rule(delta: Array, S: Array) -> tuple[Array, Array]:
+    """The legacy rule of (G4) over δ (RY7)."""
+    z, w = gaussian_rule(delta.shape[0])
+    z = jnp.asarray(z, delta.dtype)
+    return delta + z @ sqrt_psd(S).T, jnp.log(jnp.asarray(w, delta.dtype))
+
+
+def _structure(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index maps: the reference logit of each block, each difference's block and logit."""
+    starts = np.cumsum((0,) + sizes[:-1])
+    ref = starts
+    block = np.concatenate([np.full(n - 1, g, int) for g, n in enumerate(sizes)]).astype(int)
+    logit = np.concatenate([starts[g] + np.arange(1, n) for g, n in enumerate(sizes)]).astype(int)
+    return ref, block, logit
+
+
+def _tilted(mean, cov, coefs, sizes):
+    """The tilt (RY5): (λᵀμ + λᵀΣλ/2, the mean and covariance of δ under the tilted law, D)."""
+    ref, block, logit = _structure(sizes)
+    n = mean.shape[0]
+    lam = jnp.zeros((n,), mean.dtype).at[ref].set(coefs)
+    sig_lam = cov @ lam
+    tilt = jnp.dot(lam, mean) + 0.5 * jnp.dot(lam, sig_lam)
+    D = np.zeros((len(logit), n))
+    D[np.arange(len(logit)), logit] = 1.0
+    D[np.arange(len(logit)), ref[block]] -= 1.0
+    D = jnp.asarray(D, mean.dtype)
+    S = D @ cov @ D.T
+    return tilt, D @ (mean + sig_lam), 0.5 * (S + S.T)
+
+
+def _is_line_shape(sizes: tuple[int, ...]) -> bool:
+    """Whether the line rule (RY6) applies: at most two blocks with a difference, each of ≤ 2."""
+    return all(n <= 2 for n in sizes) and sum(n - 1 for n in sizes) <= 2
+
+
+def _fallback_moments(delta, S, coefs, sizes):
+    """(log E'[G], E_f[π], E_f[ππᵀ]) by the node rule (RY7), π the per-block softmax."""
+    nodes, log_w = _fallback_rule(delta, S)
+    P = nodes.shape[0]
+    lses, pis, start = [], [], 0
+    for n_g in sizes:
+        logits = jnp.concatenate(
+            [jnp.zeros((P, 1), nodes.dtype), nodes[:, start : start + n_g - 1]], axis=1
+        )
+        lses.append(jax.nn.logsumexp(logits, axis=1))
+        pis.append(jax.nn.softmax(logits, axis=1))
+        start += n_g - 1
+    log_p = log_w + jnp.stack(lses, axis=1) @ coefs
+    log_z = jax.nn.logsumexp(log_p)
+    p = jnp.exp(log_p - log_z)
+    pi = jnp.concatenate(pis, axis=1)
+    return log_z, p @ pi, jnp.einsum("p,pi,pj->ij", p, pi, pi)
+
+
+def _moments(mean, cov, coefs, sizes, order):
+    """log E[f] and the f-weighted E_f[π], E_f[ππᵀ] of the per-block softmax π (n and n × n)."""
+    tilt, delta, S = _tilted(mean, cov, coefs, sizes)
+    ref, block, logit = _structure(sizes)
+    r = len(logit)
+    n = mean.shape[0]
+    if not _is_line_shape(sizes):
+        log_z, e_pi, e_pipi = _fallback_moments(delta, S, coefs, sizes)
+        return tilt + log_z, e_pi, e_pipi
+    if r == 0:
+        log_z, m1, m2 = jnp.zeros((), mean.dtype), jnp.zeros((0,)), jnp.zeros((0, 0))
+    elif r == 1:
+        log_z, m1, m2 = _moments_1(delta, S, coefs[block])
+    else:
+        log_z, m1, m2 = _moments_2(delta, S, coefs[block], order)
+    # π = P0 + P1 σ: the reference logit of a two-logit block is 1 − σ, the other σ.
+    P0 = np.ones(n)
+    P1 = np.zeros((n, r))
+    for b, (g, k) in enumerate(zip(block, logit)):
+        P1[ref[g], b], P1[k, b], P0[k] = -1.0, 1.0, 0.0
+    P0, P1 = jnp.asarray(P0, mean.dtype), jnp.asarray(P1, mean.dtype)
+    e_pi = P0 + P1 @ m1
+    outer = jnp.outer(P0, P1 @ m1)
+    e_pipi = jnp.outer(P0, P0) + outer + outer.T + P1 @ m2 @ P1.T
+    return tilt + log_z, e_pi, e_pipi
+
+
+def _c_of(coefs, sizes):
+    return jnp.concatenate([jnp.full((n_g,), coefs[g]) for g, n_g in enumerate(sizes)])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
+def _log_expected(mean, cov, coefs, sizes, order):
+    return _moments(mean, cov, coefs, sizes, order)[0]
+
+
+@_log_expected.defjvp
+def _log_expected_jvp(sizes, order, primals, tangents):
+    # (G3) with f = e^{log f}: d log E = E_f[∇ log f]·dμ + ½ ⟨dΣ, E_f[∇log f ∇log fᵀ + ∇² log f]⟩,
+    # ∇ log f = c ∘ π and ∇² log f = blockdiag_g c_g (diag π_g − π_g π_gᵀ). The coefficients are
+    # not differentiated (`log_expected_exp_lse` stops their gradient).
+    mean, cov, coefs = primals
+    dmean, dcov, _ = tangents
+    dcov = 0.5 * (dcov + dcov.T)
+    out, e_pi, e_pipi = _moments(mean, cov, coefs, sizes, order)
+    c = _c_of(coefs, sizes)
+    ref = _structure(sizes)[0]
+    same = np.zeros((len(c), len(c)), bool)
+    for g, n_g in enumerate(sizes):
+        same[ref[g] : ref[g] + n_g, ref[g] : ref[g] + n_g] = True
+    e_aa = e_pipi * c[:, None] * c[None, :]
+    hess = jnp.diag(e_pi * c) - jnp.where(same, e_pipi * c[:, None], 0.0)
+    return out, jnp.dot(e_pi * c, dmean) + 0.5 * jnp.sum(dcov * (e_aa + hess))
+
+
+def log_expected_exp_lse(
+    mean: Float[Array, " n"],
+    cov: Float[Array, "n n"],
+    coefs: Float[ArrayLike, " g"],
+    sizes: tuple[int, ...],
+    *,
+    order: int = _ORDER,
+) -> Float[Array, ""]:
+    """log E[exp(Σ_g c_g LSE(ℓ_g))] for ℓ ~ N(mean, cov), ℓ the concatenation of blocks ℓ_g
+    (docs/theory.md, §11, eqs. (RY5)–(RY7)).
+
+    Exact derivatives in `mean` and `cov` by the heat equation on the same rule; `cov` may be
+    singular. The coefficients are not differentiated (their gradient is stopped). Accurate
+    (RY6) for at most two blocks of at most two logits each; otherwise the legacy rule (RY7).
+
+    **Arguments:**
+
+    - `mean`: the mean of ℓ, shape (n,), n = Σ sizes.
+    - `cov`: its covariance (n, n), positive semi-definite.
+    - `coefs`: one coefficient per block, shape (len(sizes),).
+    - `sizes`: the block sizes, a tuple of positive Python ints.
+    - `order`: Gauss–Legendre nodes per panel of the line rule.
+
+    **Returns:** a scalar.
+
+    **Example:**
+    ```python
+    log_expected_exp_lse(jnp.zeros(4), jnp.eye(4), jnp.array([0.5, -0.5]), (2, 2))
+    ```
+    """
+    sizes = tuple(int(s) for s in sizes)
+    if any(s < 1 for s in sizes) or sum(sizes) != jnp.shape(mean)[0]:
+        raise ValueError(f"`sizes` {sizes} must be positive and sum to len(mean).")
+    mean = jnp.asarray(mean)
+    coefs = jax.lax.stop_gradient(jnp.asarray(coefs, mean.dtype))
+    return _log_expected(mean, jnp.asarray(cov, mean.dtype), coefs, sizes, order)
