@@ -13,7 +13,7 @@ from jaxtyping import Array, ArrayLike, Float
 from ._mixtures import GaussianMixture, IsotropicMixture
 from ._numerics._dtypes import as_float
 from ._numerics._expectations import expected_lse
-from ._numerics._tilted import log_expected_exp_lse
+from ._numerics._tilted import RULES as RENYI_RULES, log_expected_exp_lse
 from ._summary import GramState, TargetStatistics, gaussian_logit_law
 
 
@@ -147,6 +147,7 @@ def renyi_gram_objective(
     alpha: ArrayLike,
     beta: ArrayLike,
     dim: ArrayLike,
+    rule: str = "accurate",
 ) -> Float[Array, ""]:
     """F_α(θ; β) = 1/(α − 1) log ∫ q^α (p^β)^{1−α} dx from the summary statistics (eq. (RY4)).
 
@@ -164,6 +165,7 @@ def renyi_gram_objective(
     - `alpha`: the order α > 0.
     - `beta`: the inverse temperature β.
     - `dim`: the dimension d.
+    - `rule`: the integral's rule, "accurate" (default) or "fast" (see `log_expected_exp_lse`).
 
     **Returns:** the scalar F_α.
 
@@ -328,6 +330,8 @@ class Renyi(AbstractDivergence):
     **Arguments:**
 
     - `alpha`: the order α > 0 (a number or a traced scalar, so sweeps over α share one compile).
+    - `rule`: the integral's rule, "accurate" (default, ≤ 1e-9 measured on log E) or "fast"
+      (≤ 1e-4, half the cost; docs/theory.md §11).
 
     **Example:**
     ```python
@@ -336,14 +340,17 @@ class Renyi(AbstractDivergence):
     """
 
     alpha: float | Array
+    rule: str = eqx.field(static=True, default="accurate")
     kind: ClassVar[str] = "renyi"
 
     def __check_init__(self):
         if isinstance(self.alpha, (int, float)) and not self.alpha > 0:
             raise ValueError(f"`alpha` must be > 0, got {self.alpha}.")
+        if self.rule not in RENYI_RULES:
+            raise ValueError(f"`rule` must be one of {', '.join(RENYI_RULES)}, got {self.rule!r}.")
 
     def gram(self, state, target, beta, dim, nodes=None):
-        return renyi_gram_objective(state, target, self.alpha, beta, dim)
+        return renyi_gram_objective(state, target, self.alpha, beta, dim, self.rule)
 
     def mc(self, family, target, beta, noise_q, noise_p):
         # The VR bound: −(1/γ) log Σ_k w_k mean_i e^{γ h(m_k + s z_ki)}; biased at finite n.

@@ -29,6 +29,7 @@ SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "kvaerno5")
 # The objective kinds, jax-free: the same names as the divergence registry
 # `_objective.DIVERGENCES` (tests/test_registries.py keeps them equal).
 OBJECTIVE_KINDS = ("reverse-kl", "renyi", "forward-kl")
+RENYI_QUADRATURES = ("accurate", "fast")  # `_numerics._tilted.RULES`
 PRECISIONS = ("float64", "float32")
 
 DEFAULT_TOML = """\
@@ -181,11 +182,13 @@ class ObjectiveConfig:
     """`[objective]`: what the flow minimises (docs/theory.md, §11); default reverse KL.
 
     `kind` is "reverse-kl" (F = E_q[log q − β log p]), "renyi" (F_α, with `alpha` > 0) or
-    "forward-kl" (KL(p‖q), without annealing).
+    "forward-kl" (KL(p‖q), without annealing). `quadrature` ("accurate", the default, or
+    "fast") is the rule of the Rényi integral (eqs. (RY5)–(RY7)).
     """
 
     kind: str = "reverse-kl"
     alpha: float | None = None
+    quadrature: str = "accurate"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +217,8 @@ class Experiment:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["objective"] = {k: v for k, v in out["objective"].items() if v is not None}
+        if self.objective.kind != "renyi":
+            del out["objective"]["quadrature"]
         out["annealing"] = {k: v for k, v in out["annealing"].items() if v is not None}
         if out["flow"] is None:
             del out["flow"]
@@ -476,7 +481,9 @@ def _objective_table(
     """`[objective]`: kind and (renyi) alpha, with the checks that need the other tables."""
     kind = ot.string("kind", OBJECTIVE_KINDS, "reverse-kl")
     alpha = None
+    quadrature = "accurate"
     if kind == "renyi":
+        quadrature = ot.string("quadrature", RENYI_QUADRATURES, "accurate")
         alpha = ot.number("alpha", low=0.0, low_open=True)
         if alpha > 1.0:
             # F_α is finite iff a = α + (1 − α) β s²/σ² > 0 (eq. (RY2)); check it at t = 0.
@@ -504,7 +511,7 @@ def _objective_table(
             f"for objective {kind!r}."
         )
     ot.done()
-    return ObjectiveConfig(kind, alpha)
+    return ObjectiveConfig(kind, alpha, quadrature)
 
 
 def _sweep_table(sw: _Table) -> SweepConfig:
@@ -777,6 +784,7 @@ KEY_DOCS = {
     "objective": "what the flow minimises (docs/theory.md, §11); default reverse-kl",
     "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",
     "objective.alpha": "Rényi order α > 0; α → 1 is reverse KL, α < 1 mass-covering",
+    "objective.quadrature": "renyi only: accurate (default, ≤ 1e-9) | fast (≤ 1e-4, for sweeps)",
     "sweep": "grid of parameters × seeds (modecollapse sweep)",
     "sweep.seeds": "trajectories per grid point",
     "sweep.chunk": "trajectories per compiled batch (checkpointed after each)",

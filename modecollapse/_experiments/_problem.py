@@ -148,7 +148,8 @@ def build_divergence(exp: Experiment) -> AbstractDivergence:
     """
     o = exp.objective
     if o.kind == "renyi":
-        return DIVERGENCES["renyi"](jnp.asarray(o.alpha, dtype=jnp.result_type(float)))
+        alpha = jnp.asarray(o.alpha, dtype=jnp.result_type(float))
+        return DIVERGENCES["renyi"](alpha, o.quadrature)
     return DIVERGENCES[o.kind]()
 
 
