@@ -4,8 +4,10 @@ The public API is this namespace plus `modecollapse.metrics`, `modecollapse.figu
 `modecollapse.jobs`. The implementation lives in private rooms, one per layer; each module names
 the equations of docs/theory.md it implements (README, "Architecture"):
 
-- `_numerics/`: 1-D Gaussian integrals, softmax expectations, the PSD factor and rank rule, dtypes;
-- `_mixtures`, `_summary`, `_objective`: models, summary statistics (G1), the objective F;
+- `_numerics/`: 1-D Gaussian integrals, softmax expectations, the Rényi integral, the PSD factor
+  and rank rule, dtypes;
+- `_mixtures`, `_summary`, `_objective`: models, summary statistics (G1), the objectives (F,
+  Rényi-α, forward KL);
 - `_estimators/`: exact, fixed, fresh and projected particle gradients, with one registry;
 - `_dynamics/`: the one solve entry, rates, the full flow, the theory ODE, SGD noise, the
   d → ∞ limit and the exact initial law;
@@ -62,6 +64,7 @@ from ._dynamics._noise import (
 from ._dynamics._rates import LearningRates as LearningRates
 from ._dynamics._solve import SolverOptions as SolverOptions
 from ._dynamics._theory import (
+    pullback_vector_field as pullback_vector_field,
     solve_theory as solve_theory,
     theory_vector_field as theory_vector_field,
 )
@@ -143,10 +146,19 @@ from ._numerics._integrals import (
     sigmoid_moment as sigmoid_moment,
     sigmoid_moments as sigmoid_moments,
 )
+from ._numerics._tilted import log_expected_exp_lse as log_expected_exp_lse
 from ._objective import (
+    DIVERGENCES as DIVERGENCES,
+    AbstractDivergence as AbstractDivergence,
+    ForwardKL as ForwardKL,
+    Renyi as Renyi,
+    ReverseKL as ReverseKL,
+    forward_kl_gram_objective as forward_kl_gram_objective,
     gram_objective as gram_objective,
     mc_objective as mc_objective,
     objective as objective,
+    renyi_finite as renyi_finite,
+    renyi_gram_objective as renyi_gram_objective,
 )
 from ._summary import (
     GramState as GramState,

@@ -1,5 +1,5 @@
 """The objectives: F(θ; β) = E_q[log q − β log p] (docs/theory.md, §2, §4), and beyond it the
-Rényi family F_α and forward KL in the same Gram form (§11)."""
+Rényi family F_α and forward KL in the same Gram form (§16)."""
 
 import abc
 import math
@@ -119,7 +119,7 @@ def mc_objective(
 
 
 # ---------------------------------------------------------------------------------------------
-# Beyond reverse KL: the Rényi family and forward KL in the same Gram form (docs/theory.md, §11).
+# Beyond reverse KL: the Rényi family and forward KL in the same Gram form (docs/theory.md, §16).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -251,7 +251,7 @@ def forward_kl_gram_objective(
 
 
 class AbstractDivergence(eqx.Module):
-    """The objective a flow minimises, as a function of the summary statistics (§2, §11).
+    """The objective a flow minimises, as a function of the summary statistics (§2, §16).
 
     Concrete divergences are final: `ReverseKL` (F of eq. (F3)), `Renyi` (eq. (RY4)) and
     `ForwardKL` (eq. (FK1)). Every one is rotation invariant, so the theory ODE is the pull-back
@@ -288,7 +288,7 @@ class AbstractDivergence(eqx.Module):
         return self.gram(state, TargetStatistics.from_target(target), beta, family.dim, nodes)
 
     def mc(self, family, target, beta, noise_q, noise_p):
-        """A reparameterised Monte Carlo estimate whose gradient is the particle route (§11).
+        """A reparameterised Monte Carlo estimate whose gradient is the particle route (§16).
 
         **Arguments:** `family`, `target`, `beta`; `noise_q` (K, n, d) and `noise_p` (J, n, d)
         standard normals, per component of q and of p.
@@ -331,7 +331,7 @@ class Renyi(AbstractDivergence):
 
     - `alpha`: the order α > 0 (a number or a traced scalar, so sweeps over α share one compile).
     - `rule`: the integral's rule, "accurate" (default, ≤ 1e-9 measured on log E) or "fast"
-      (≤ 1e-4, half the cost; docs/theory.md §11).
+      (≤ 1e-4, half the cost; docs/theory.md §16).
 
     **Example:**
     ```python

@@ -28,7 +28,7 @@ def _params(family: IsotropicMixture) -> Params:
 
 
 def _divergence_particles(divergence, family, target, beta, key, n):
-    """The particle estimate of a divergence other than reverse KL (§11): materialised noise."""
+    """The particle estimate of a divergence other than reverse KL (§16): materialised noise."""
     K, d = family.means.shape
     J = target.means.shape[0]
     dtype = family.means.dtype
@@ -160,7 +160,7 @@ class ExactEstimator(AbstractEstimator):
     **Arguments:**
 
     - `nodes`: see `gram_objective` (default: the accurate rule).
-    - `divergence`: the objective (default `ReverseKL()`); for any other, its Gram form (§11)
+    - `divergence`: the objective (default `ReverseKL()`); for any other, its Gram form (§16)
       evaluated from the d-dimensional means, differentiated by autodiff.
 
     **Example:**
@@ -211,7 +211,7 @@ class FixedParticles(AbstractParticleEstimator):
     - `n`: particles per component.
     - `chunk`: particles per chunk (default None: K · chunk · d ≤ 2²³ numbers).
     - `divergence`: the objective (default `ReverseKL()`); any other uses its `mc` estimate on
-      materialised particles (the VR bound for `Renyi`, biased at finite n; §11).
+      materialised particles (the VR bound for `Renyi`, biased at finite n; §16).
 
     **Example:**
     ```python

@@ -179,7 +179,7 @@ FLOW_OPTIMIZERS = ("adam", "sgd")
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """`[objective]`: what the flow minimises (docs/theory.md, §11); default reverse KL.
+    """`[objective]`: what the flow minimises (docs/theory.md, §16); default reverse KL.
 
     `kind` is "reverse-kl" (F = E_q[log q − β log p]), "renyi" (F_α, with `alpha` > 0) or
     "forward-kl" (KL(p‖q), without annealing). `quadrature` ("accurate", the default, or
@@ -781,7 +781,7 @@ KEY_DOCS = {
     "with this many nodes per dimension (default: the accurate rule, eqs. (G5)–(G7))",
     "simulation.chunk": "particles per chunk (default: all in one)",
     "simulation.precision": "float64 (default) | float32; --precision overrides",
-    "objective": "what the flow minimises (docs/theory.md, §11); default reverse-kl",
+    "objective": "what the flow minimises (docs/theory.md, §16); default reverse-kl",
     "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",
     "objective.alpha": "Rényi order α > 0; α → 1 is reverse KL, α < 1 mass-covering",
     "objective.quadrature": "renyi only: accurate (default, ≤ 1e-9) | fast (≤ 1e-4, for sweeps)",

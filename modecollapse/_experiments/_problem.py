@@ -140,7 +140,7 @@ def build_schedule(exp: Experiment) -> AbstractSchedule:
 
 
 def build_divergence(exp: Experiment) -> AbstractDivergence:
-    """The objective of `[objective]` (docs/theory.md, §11), from the one registry.
+    """The objective of `[objective]` (docs/theory.md, §16), from the one registry.
 
     α is stored as an array, so that sweeps over `objective.alpha` batch it.
 

@@ -1,4 +1,4 @@
-"""log E[exp(Σ_g c_g LSE(ℓ_g))] for a Gaussian vector ℓ split into blocks (docs/theory.md, §11).
+"""log E[exp(Σ_g c_g LSE(ℓ_g))] for a Gaussian vector ℓ split into blocks (docs/theory.md, §16).
 
 The Rényi objectives reduce to this integral, with two blocks (the target's and the family's
 logits) and coefficients (γβ, −γ), γ = 1 − α (eq. (RY3)). The rule (eqs. (RY5)–(RY7)):
@@ -14,7 +14,7 @@ logits) and coefficients (γβ, −γ), γ = 1 − α (eq. (RY3)). The rule (eqs
   towards every tie (δ_g = 0 on the inner line; on the outer line, δ_o = 0 and the point where the
   inner conditional mean crosses −c_i v_i/2) by the tie's width.
 - (RY7) any other shape: the legacy tensor Gauss–Hermite / Halton rule of (G4) over δ (less
-  accurate; docs/theory.md, §11 gives the measured error).
+  accurate; docs/theory.md, §16 gives the measured error).
 
 Derivatives: a `jax.custom_jvp` by the heat equation (G3), ∂/∂μ E[f] = E[∇f] and
 ∂/∂Σ E[f] = ½ E[∇²f], evaluated on the same nodes, so no derivative goes through the factorisation
@@ -331,7 +331,7 @@ def log_expected_exp_lse(
     rule: str = "accurate",
 ) -> Float[Array, ""]:
     """log E[exp(Σ_g c_g LSE(ℓ_g))] for ℓ ~ N(mean, cov), ℓ the concatenation of blocks ℓ_g
-    (docs/theory.md, §11, eqs. (RY5)–(RY7)).
+    (docs/theory.md, §16, eqs. (RY5)–(RY7)).
 
     Exact derivatives in `mean` and `cov` by the heat equation on the same rule; `cov` may be
     singular. The coefficients are not differentiated (their gradient is stopped). Accurate
@@ -344,7 +344,7 @@ def log_expected_exp_lse(
     - `coefs`: one coefficient per block, shape (len(sizes),).
     - `sizes`: the block sizes, a tuple of positive Python ints.
     - `rule`: "accurate" (default; measured ≤ 1e-9 absolute on log E) or "fast" (≤ 1e-4, about
-      a third of the cost; for sweeps), see `RULES` and docs/theory.md §11.
+      a third of the cost; for sweeps), see `RULES` and docs/theory.md §16.
 
     **Returns:** a scalar.
 
