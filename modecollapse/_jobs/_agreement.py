@@ -13,6 +13,10 @@ informative random start m_k = ξ_k μ_1 + c g_k with ξ_k ~ N(0, 0.5²), c = 0.
   the O(d^{-1/2}) fluctuations of the initial overlaps.
 
 The error of a pair is, per seed, the sup over time and entries of |ΔR/d|, |ΔQ/d|, |Δw|, |Δs|.
+
+`--objective renyi --alpha A` or `--objective forward-kl` (docs/theory.md, §16) runs the same
+benchmark for that objective on the full, sgd (VR-bound particles) and theory routes; the d → ∞
+routes are derived for reverse KL only and are left out. Forward KL runs without annealing.
 """
 
 import argparse
@@ -31,15 +35,17 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._annealing._schedules import LinearSchedule
+from .._annealing._schedules import LinearSchedule, NoAnnealing
 from .._dynamics._full import solve_full
 from .._dynamics._limit import extensive_rates, normalise, solve_limit
 from .._dynamics._rates import LearningRates
 from .._dynamics._solve import SolverOptions
 from .._dynamics._theory import solve_theory
-from .._estimators._estimators import FreshParticles
+from .._estimators._estimators import ExactEstimator, FreshParticles
+from .._experiments._config import ConfigError
 from .._experiments._io import timed, to_json
 from .._mixtures import GaussianMixture, IsotropicMixture
+from .._objective import DIVERGENCES, AbstractDivergence, ReverseKL
 from .._summary import GramState, TargetStatistics
 from ._command import Command, Output, Prepared, check_out
 
@@ -76,22 +82,40 @@ def _gap(a: dict, b: dict) -> np.ndarray:
     return np.asarray(jnp.max(jnp.stack(per), axis=0))
 
 
-def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> dict[str, Any]:
-    """All five routes at one d, vmapped over seeds; normalised trajectories and wall times."""
+def routes_of(divergence: AbstractDivergence) -> tuple[str, ...]:
+    """The routes the benchmark runs for an objective: the d → ∞ ones for reverse KL only."""
+    return ROUTES if isinstance(divergence, ReverseKL) else ("full", "sgd", "theory")
+
+
+def run_dimension(
+    d: int,
+    seeds: int,
+    ts,
+    particles: int,
+    step: float,
+    key,
+    divergence: AbstractDivergence = ReverseKL(),
+) -> dict[str, Any]:
+    """Every route at one d, vmapped over seeds; normalised trajectories and wall times."""
     target, families, xis, keys = _setup(d, seeds, key)
     rates = extensive_rates(RATES, d)
     stats = TargetStatistics.from_target(target)
+    schedule = NoAnnealing() if divergence.kind == "forward-kl" else SCHEDULE
+    routes = routes_of(divergence)
+    exact = ExactEstimator(divergence=divergence)
     out: dict[str, Any] = {"seconds": {}}
 
     def full(fams):
         return eqx.filter_vmap(
-            lambda f: solve_full(f, target, SCHEDULE, ts, rates=rates, options=OPTIONS)
+            lambda f: solve_full(
+                f, target, schedule, ts, rates=rates, options=OPTIONS, estimator=exact
+            )
         )(fams)
 
     def sgd(fams, ks):
         def one(f, k):
-            est = FreshParticles(k, particles, step)
-            return solve_full(f, target, SCHEDULE, ts, rates=rates, estimator=est)
+            est = FreshParticles(k, particles, step, divergence=divergence)
+            return solve_full(f, target, schedule, ts, rates=rates, estimator=est)
 
         return eqx.filter_vmap(one)(fams, ks)
 
@@ -105,11 +129,15 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
 
     def theory(st):
         return jax.vmap(
-            lambda s: solve_theory(s, stats, SCHEDULE, ts, dim=d, rates=rates, options=OPTIONS)
+            lambda s: solve_theory(
+                s, stats, schedule, ts, dim=d, rates=rates, options=OPTIONS, divergence=divergence
+            )
         )(st)
 
     trajs["theory"], seconds = timed(theory, states)
     out["seconds"]["theory"] = seconds["solve"]
+    if "limit" not in routes:
+        return _finish(out, trajs, d, routes)
     norm_states, norm_target = jax.vmap(lambda s: normalise(s, stats, d))(states)
     norm_target = jax.tree.map(lambda x: x[0], norm_target)
 
@@ -131,6 +159,10 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
     )(xis)
     trajs["limit0"], seconds = timed(limit, law)
     out["seconds"]["limit0"] = seconds["solve"]
+    return _finish(out, trajs, d, routes)
+
+
+def _finish(out: dict, trajs: dict, d: int, routes: tuple[str, ...]) -> dict[str, Any]:
     for name in ("full", "sgd", "theory"):
         failed = int(np.sum(~np.asarray(trajs[name].result == dfx.RESULTS.successful)))
         if failed:
@@ -139,7 +171,7 @@ def run_dimension(d: int, seeds: int, ts, particles: int, step: float, key) -> d
         k: (_normalised(v, d) if k in ("full", "sgd", "theory") else _normalised(v, 1.0))
         for k, v in trajs.items()
     }
-    out["gaps"] = {f"{a}-{b}": _gap(norm[a], norm[b]) for a, b in itertools.combinations(ROUTES, 2)}
+    out["gaps"] = {f"{a}-{b}": _gap(norm[a], norm[b]) for a, b in itertools.combinations(routes, 2)}
     out["example"] = {
         k: {s: np.asarray(v[s][0]).tolist() for s in ("R", "Q")} for k, v in norm.items()
     }
@@ -168,6 +200,7 @@ def agreement(
     step: float = 0.02,
     progress: bool = False,
     seed: int = 0,
+    divergence: AbstractDivergence = ReverseKL(),
 ) -> tuple[dict[str, Any], bytes]:
     """Run the agreement benchmark; returns (agreement.json record, agreement.png bytes).
 
@@ -178,6 +211,7 @@ def agreement(
     - `particles`, `step`: n and η of the `sgd` route.
     - `progress`: print one line per dimension to stderr.
     - `seed`: base PRNG seed.
+    - `divergence`: the objective (default reverse KL; others drop the d → ∞ routes).
 
     **Returns:** `(report, png)`.
 
@@ -193,13 +227,15 @@ def agreement(
     rows = []
     for i, d in enumerate(dims):
         start = time.perf_counter()
-        rows.append(run_dimension(d, seeds, ts, particles, step, jr.fold_in(jr.key(seed), i)))
+        key = jr.fold_in(jr.key(seed), i)
+        rows.append(run_dimension(d, seeds, ts, particles, step, key, divergence))
         if progress:
             g = rows[-1]["gaps"]
+            shown = [p for p in ("full-theory", "full-limit", "full-limit0", "full-sgd") if p in g]
             print(
-                f"d = {d:>6}: full-theory {np.mean(g['full-theory']):.1e}, full-limit "
-                f"{np.mean(g['full-limit']):.1e}, full-limit0 {np.mean(g['full-limit0']):.1e}, "
-                f"full-sgd {np.mean(g['full-sgd']):.1e} ({time.perf_counter() - start:.0f} s)",
+                f"d = {d:>6}: "
+                + ", ".join(f"{p} {np.mean(g[p]):.1e}" for p in shown)
+                + f" ({time.perf_counter() - start:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -208,6 +244,7 @@ def agreement(
         "setting": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__ else "",
         "dims": list(dims),
         "seeds": seeds,
+        "objective": _objective_record(divergence),
         "sgd": {"particles": particles, "step": step},
         "errors": {
             p: {
@@ -217,15 +254,33 @@ def agreement(
             for p in pairs
         },
         "slopes": {p: _slope(dims, [r["gaps"][p] for r in rows]) for p in pairs},
-        "wall_seconds": {route: [r["seconds"][route] / seeds for r in rows] for route in ROUTES},
+        "wall_seconds": {
+            route: [r["seconds"][route] / seeds for r in rows] for route in routes_of(divergence)
+        },
         "times": np.asarray(ts).tolist(),
         "examples": {str(d): r["example"] for d, r in zip(dims, rows)},
     }
     return report, agreement_figure(report)
 
 
+def _objective_record(divergence: AbstractDivergence) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": divergence.kind}
+    if hasattr(divergence, "alpha"):
+        out["alpha"] = float(divergence.alpha)  # type: ignore[attr-defined]
+    return out
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder (created)")
+    parser.add_argument(
+        "--objective",
+        choices=tuple(DIVERGENCES),
+        default="reverse-kl",
+        help="the objective (docs/theory.md, §16); default reverse-kl",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=None, help="the Rényi order α > 0 (--objective renyi)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -233,16 +288,29 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _divergence(args: argparse.Namespace) -> AbstractDivergence:
+    if args.objective == "renyi":
+        if args.alpha is None or not args.alpha > 0:
+            raise ConfigError("`--alpha`: --objective renyi needs an order α > 0.")
+        return DIVERGENCES["renyi"](args.alpha)
+    if args.alpha is not None:
+        raise ConfigError("`--alpha`: only --objective renyi takes an order.")
+    return DIVERGENCES[args.objective]()
+
+
 def _prepare(args: argparse.Namespace) -> Prepared:
+    _divergence(args)  # bad arguments fail before anything runs
     check_out(args.out)
     return Prepared(None)
 
 
 def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
     kwargs = QUICK if args.quick else {}
-    report, png = agreement(progress=True, **kwargs)
+    report, png = agreement(progress=True, divergence=_divergence(args), **kwargs)
     lines = [f"wrote {os.path.join(args.out, 'agreement.json')} and agreement.png"]
-    for pair in ("full-theory", "full-limit", "full-limit0", "full-sgd"):
+    for pair in (
+        p for p in ("full-theory", "full-limit", "full-limit0", "full-sgd") if p in report["slopes"]
+    ):
         s = report["slopes"][pair]
         lines.append(
             f"  slope of {pair:<12} error against d: {s['value']:+.2f} "
