@@ -197,7 +197,7 @@ def renyi_gram_objective(
     sizes = (T.shape[0], Q.shape[0])
     coefs = jnp.stack([gam_safe * beta, -gam_safe])
     tilted = jax.vmap(
-        lambda mp, mq: log_expected_exp_lse(jnp.concatenate([mp, mq]), cov, coefs, sizes)
+        lambda mp, mq: log_expected_exp_lse(jnp.concatenate([mp, mq]), cov, coefs, sizes, rule=rule)
     )
     log_e = (
         log_w
