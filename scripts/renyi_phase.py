@@ -9,11 +9,12 @@ for α = 1 (the same seeds: common random numbers). The full d-dimensional flow 
 2×2 sub-grid (300 seeds) and the Wilson intervals must overlap. `--only side` measures how the
 α-dependence moves with the separation |μ| and with d; `--only pareto` compares avoiding collapse
 by annealing (reverse KL, linear schedules of duration τ) with lowering α, and the final fit
-KL(q‖p) each leaves. Writes docs/figures/renyi_alpha.png, docs/figures/renyi_pareto.png and
+KL(q‖p) each leaves; `--only bias` runs the VR-bound particle route at several n against the
+exact theory. Writes docs/figures/renyi_alpha.png, docs/figures/renyi_pareto.png and
 benchmarks/results/renyi_phase.json.
 
     .venv/bin/python scripts/renyi_phase.py [--seeds 2000] [--full-seeds 300]
-        [--only a,b,side,pareto]
+        [--only a,b,side,pareto,bias]
 """
 
 import argparse
@@ -44,7 +45,7 @@ mc.one_cpu_device_per_core()  # as `modecollapse sweep` does: chunks sharded ove
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MECHANISM = {"a": "mean_alignment", "b": "vanishing_weight"}
-VALIDATION = {"objective.alpha": [0.3, 0.7], "target.weights": [[0.6, 0.4], [0.8, 0.2]]}
+VALIDATION = {"objective.alpha": [0.2, 0.5], "target.weights": [[0.6, 0.4], [0.8, 0.2]]}
 
 
 def _example(name: str) -> dict:
@@ -222,7 +223,7 @@ def pareto(seeds: int, work: str) -> dict:
     setting at ρ_1 = 0.6: P(collapse) and the final KL(q‖p) each leaves."""
     raw = _example("a")
     raw["target"]["weights"] = [0.6, 0.4]
-    alphas = [0.1, 0.3, 0.5, 0.7, 0.85]
+    alphas = [0.1, 0.2, 0.35, 0.5, 0.7]
     taus = [10.0, 25.0, 50.0, 100.0, 200.0]
     _log("pareto: Rényi α ...")
     renyi = _runs(raw, {"objective.alpha": alphas}, seeds, os.path.join(work, "pr"))
@@ -241,6 +242,43 @@ def pareto(seeds: int, work: str) -> dict:
         "annealing": [{"tau": 0.0, **none[0]}] + [{"tau": t, **r} for t, r in zip(taus, annealed)],
         "renyi": [{"alpha": a, **r} for a, r in zip(alphas, renyi)] + [{"alpha": 1.0, **none[0]}],
     }
+
+
+def particle_bias(seeds: int, work: str) -> dict:
+    """The VR-bound particle route (VR1) against the exact theory: P(collapse) against n.
+
+    Diagram (a)'s setting at α = 0.5, ρ_1 = 0.6, d = 100: the full flow with `mc-fixed` particles
+    (n per component, drawn once per trajectory) for several n, and the theory route (exact).
+    """
+    raw = _example("a")
+    raw["dim"] = 100
+    raw["target"]["weights"] = [0.6, 0.4]
+    raw["objective"]["alpha"] = 0.5
+    grid = {"target.weights": [[0.6, 0.4]]}
+    theory = _sweep(raw, grid, seeds, "theory", os.path.join(work, "bt"))
+    rows = [
+        {
+            "n": None,
+            "route": "theory",
+            "p_collapse": theory["p_collapse"][0],
+            "ci": theory["p_collapse_ci"][0],
+        }
+    ]
+    for n in (16, 128, 1024):
+        r = copy.deepcopy(raw)
+        r["simulation"].update(estimator="mc-fixed", particles=n)
+        _log(f"particle bias: n = {n} ...")
+        full = _sweep(r, grid, seeds, "full", os.path.join(work, f"b{n}"), chunk=seeds)
+        rows.append(
+            {
+                "n": n,
+                "route": "full mc-fixed",
+                "p_collapse": full["p_collapse"][0],
+                "ci": full["p_collapse_ci"][0],
+                "failed": full["failed"],
+            }
+        )
+    return {"seeds": seeds, "dim": 100, "alpha": 0.5, "target_weights": [0.6, 0.4], "rows": rows}
 
 
 def alpha_figure(report: dict) -> bytes:
@@ -310,7 +348,8 @@ def main():
     parser.add_argument("--full-seeds", type=int, default=300)
     parser.add_argument("--side-seeds", type=int, default=300)
     parser.add_argument("--pareto-seeds", type=int, default=500)
-    parser.add_argument("--only", default="a,b,side,pareto")
+    parser.add_argument("--bias-seeds", type=int, default=200)
+    parser.add_argument("--only", default="a,b,side,pareto,bias")
     parser.add_argument("--replot", action="store_true", help="redraw the figures only")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks/results/renyi_phase.json"))
     args = parser.parse_args()
@@ -328,6 +367,8 @@ def main():
                 report["side"] = side(args.side_seeds, work)
             elif part == "pareto":
                 report["pareto"] = pareto(args.pareto_seeds, work)
+            elif part == "bias":
+                report["bias"] = particle_bias(args.bias_seeds, work)
             report[part]["wall_seconds"] = time.perf_counter() - start
             with open(args.out, "w") as f:
                 json.dump(report, f, indent=1)
