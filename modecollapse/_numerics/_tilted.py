@@ -13,12 +13,13 @@ logits) and coefficients (γβ, −γ), γ = 1 − α (eq. (RY3)). The rule (eqs
   φ(z − s) of every slope s of the piecewise-linear envelope Σ_g c_g max(0, δ_g), and are graded
   towards every tie (δ_g = 0 on the inner line; on the outer line, δ_o = 0 and the point where the
   inner conditional mean crosses −c_i v_i/2) by the tie's width.
-- (RY7) any other shape: the legacy tensor Gauss–Hermite / Halton rule of (G4) over δ (less
-  accurate; docs/theory.md, §16 gives the measured error).
+- (RY7) any other shape (a block of three or more logits): the last difference in closed form
+  given the others by the kernel (RY6b), the others by tensor Gauss–Hermite (less accurate;
+  docs/theory.md, §16 gives the measured error).
 
 Derivatives: a `jax.custom_jvp` by the heat equation (G3), ∂/∂μ E[f] = E[∇f] and
 ∂/∂Σ E[f] = ½ E[∇²f], evaluated on the same nodes, so no derivative goes through the factorisation
-or the placement of the nodes; the coefficients' derivative is E_f[LSE(ℓ_g)] (eq. (RY8)).
+or the placement of the nodes (eq. (RY8)); the coefficients are not differentiated.
 """
 
 import functools
@@ -31,7 +32,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._expectations import gaussian_rule
-from ._linalg import sqrt_psd
+from ._integrals import tensor_gauss_hermite
+from ._linalg import rank_rtol
 
 
 class _Rule(NamedTuple):
@@ -213,13 +215,6 @@ def _moments_2(delta: Array, S: Array, c: Array, rule: _Rule):
     return log_z, m1, m2
 
 
-def _fallback_rule(delta: Array, S: Array) -> tuple[Array, Array]:
-    """The legacy rule of (G4) over δ (RY7)."""
-    z, w = gaussian_rule(delta.shape[0])
-    z = jnp.asarray(z, delta.dtype)
-    return delta + z @ sqrt_psd(S).T, jnp.log(jnp.asarray(w, delta.dtype))
-
-
 def _structure(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index maps: the reference logit of each block, each difference's block and logit."""
     starts = np.cumsum((0,) + sizes[:-1])
@@ -249,23 +244,68 @@ def _is_line_shape(sizes: tuple[int, ...]) -> bool:
     return all(n <= 2 for n in sizes) and sum(n - 1 for n in sizes) <= 2
 
 
-def _fallback_moments(delta, S, coefs, sizes):
-    """(log E'[G], E_f[π], E_f[ππᵀ]) by the node rule (RY7), π the per-block softmax."""
-    nodes, log_w = _fallback_rule(delta, S)
-    P = nodes.shape[0]
+# The conditional rule (RY7) for other shapes: Gauss–Hermite nodes per dimension of the outer
+# differences, by their number.
+_OUTER_GH = {1: 64, 2: 32, 3: 16, 4: 8}
+
+
+def _outer_rule(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if dim == 0:
+        return np.zeros((1, 0)), np.ones(1)
+    if dim in _OUTER_GH:
+        return tensor_gauss_hermite(dim, _OUTER_GH[dim])
+    return gaussian_rule(dim)
+
+
+def _conditional_moments(delta, S, coefs, sizes, rule: _Rule):
+    """(log E'[G], E_f[π], E_f[ππᵀ]) for any block shape (RY7): the last difference in closed
+    form given the others by the kernel (RY6b), the others by tensor Gauss–Hermite."""
+    ref, block, logit = _structure(sizes)
+    r, n = len(logit), sum(sizes)
+    dtype = delta.dtype
+    g_last = int(block[-1])
+    # The others' differences δ_1 = δ[:-1] = μ_1 + A z (principal axes; the rank rule (RK1)) and
+    # t = δ[-1] | z ~ N(μ_t + b·z, v).
+    S11 = S[:-1, :-1]
+    lam, V = jnp.linalg.eigh(S11)
+    scale = jnp.maximum(jnp.max(jnp.diag(S)), jnp.finfo(dtype).tiny)
+    active = lam > rank_rtol(max(r - 1, 1), dtype) * scale
+    root = jnp.sqrt(jnp.where(active, lam, 1.0))
+    b = jnp.where(active, (S[-1, :-1] @ V) / root, 0.0)
+    A = V * jnp.where(active, root, 0.0)
+    v = jnp.maximum(S[-1, -1] - jnp.sum(b * b), 0.0)
+    z, w = (jnp.asarray(a, dtype) for a in _outer_rule(r - 1))
+    x = delta[:-1] + z @ A.T  # (P, r − 1)
+    t_mean = delta[-1] + z @ b
+    P = x.shape[0]
+    full = jnp.concatenate([x, jnp.zeros((P, 1), dtype)], axis=1)  # δ with t = 0 for now
     lses, pis, start = [], [], 0
-    for n_g in sizes:
+    for g, n_g in enumerate(sizes):
         logits = jnp.concatenate(
-            [jnp.zeros((P, 1), nodes.dtype), nodes[:, start : start + n_g - 1]], axis=1
+            [jnp.zeros((P, 1), dtype), full[:, start : start + n_g - 1]], axis=1
         )
+        if g == g_last:
+            logits = logits[:, :-1]  # the block without t: LSE and softmax of the rest
         lses.append(jax.nn.logsumexp(logits, axis=1))
         pis.append(jax.nn.softmax(logits, axis=1))
         start += n_g - 1
-    log_p = log_w + jnp.stack(lses, axis=1) @ coefs
+    # (G5): LSE(rest, t) = L + softplus(t − L); E over t of (1 + e^{t − L})^c σ^j by (RY6b).
+    L = lses[g_last]
+    s, g0, g1, g2 = _power_moments(t_mean - L, v, coefs[g_last], rule.kernel, rule.reach)
+    log_p = jnp.log(w) + jnp.stack(lses, axis=1) @ coefs + s + jnp.log(g0)
     log_z = jax.nn.logsumexp(log_p)
     p = jnp.exp(log_p - log_z)
-    pi = jnp.concatenate(pis, axis=1)
-    return log_z, p @ pi, jnp.einsum("p,pi,pj->ij", p, pi, pi)
+    s1, s2 = g1 / g0, g2 / g0
+    rho = pis[g_last]
+    pis[g_last] = jnp.concatenate([(1.0 - s1)[:, None] * rho, s1[:, None]], axis=1)
+    u = jnp.concatenate(pis, axis=1)  # E[π | z], (P, n)
+    lo = int(ref[g_last])
+    wv = jnp.zeros((P, n), dtype)
+    wv = wv.at[:, lo : lo + sizes[g_last] - 1].set(rho).at[:, lo + sizes[g_last] - 1].set(-1.0)
+    e_pipi = jnp.einsum("p,pi,pj->ij", p, u, u) + jnp.einsum(
+        "p,pi,pj->ij", p * (s2 - s1 * s1), wv, wv
+    )
+    return log_z, p @ u, e_pipi
 
 
 def _moments(mean, cov, coefs, sizes, rule_name):
@@ -276,7 +316,7 @@ def _moments(mean, cov, coefs, sizes, rule_name):
     r = len(logit)
     n = mean.shape[0]
     if not _is_line_shape(sizes):
-        log_z, e_pi, e_pipi = _fallback_moments(delta, S, coefs, sizes)
+        log_z, e_pi, e_pipi = _conditional_moments(delta, S, coefs, sizes, rule)
         return tilt + log_z, e_pi, e_pipi
     if r == 0:
         log_z, m1, m2 = jnp.zeros((), mean.dtype), jnp.zeros((0,)), jnp.zeros((0, 0))
