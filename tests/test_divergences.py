@@ -405,7 +405,10 @@ def test_log_expected_exp_lse_matches_scipy(case, rule, tol):
     assert max(abs(e) for e in errors.values()) < tol, errors
 
 
-@pytest.mark.parametrize("sizes", [(3, 2), (2, 3), (3, 3), (1, 3)])
+@pytest.mark.parametrize(
+    "sizes",
+    [(2, 3)] + [pytest.param(s, marks=pytest.mark.slow) for s in ((3, 2), (3, 3), (1, 3))],
+)
 def test_log_expected_exp_lse_with_three_logit_blocks_matches_monte_carlo(sizes):
     # (RY7): a block of three logits (K or J = 3), against plain Monte Carlo in numpy.
     rng = np.random.default_rng(sum(sizes) * 10 + sizes[0])
