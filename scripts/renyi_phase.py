@@ -328,14 +328,14 @@ def pareto_figure(rep: dict) -> bytes:
     for key, label, tag in (("annealing", "annealing τ", "tau"), ("renyi", "Rényi α", "alpha")):
         rows = rep[key]
         x = [r["p_collapse"] for r in rows]
-        y = [r["final_kl_median"] for r in rows]
+        y = [r["final_kl_mean"] for r in rows]
         ax.plot(x, y, "o-", label=label)
         for r, xi, yi in zip(rows, x, y):
             ax.annotate(
                 f"{r[tag]:g}", (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points"
             )
     ax.set_xlabel("P(collapse)")
-    ax.set_ylabel("median final KL(q‖p)")
+    ax.set_ylabel("mean final KL(q‖p) over seeds")
     ax.set_yscale("log")
     ax.set_title(
         f"Avoiding collapse: annealing vs lowering α ({rep['seeds']} seeds each)", fontsize=9
