@@ -163,34 +163,24 @@ def raw_title(name: str) -> str:
 def side(seeds: int, work: str) -> dict:
     """How the α-dependence of diagram (a) moves with the separation |μ| and with d."""
     raw = _example("a")
-    out = {"seeds": seeds, "separation": [], "dim": []}
     alphas = [0.3, 0.7]
+    grid = {"objective.alpha": alphas, "target.weights": [[0.6, 0.4]]}
+
+    def row(r: dict, name: str) -> dict:
+        s = _sweep(r, grid, seeds, "theory", os.path.join(work, name))
+        k = _sweep(_reverse(r), {"target.weights": [[0.6, 0.4]]}, seeds, "theory", work + "k")
+        p = [s["p_collapse"][i][0] for i in range(len(alphas))] + [k["p_collapse"][0]]
+        return {"alpha": alphas + [1.0], "p_collapse": p}
+
+    out = {"seeds": seeds, "separation": [], "dim": []}
     for norm in (2.0, 5.0):  # |μ| = 3 is diagram (a) itself
         r = copy.deepcopy(raw)
         r["target"]["means"]["norm"] = norm
-        grid = {"objective.alpha": alphas, "target.weights": [[0.6, 0.4]]}
-        s = _sweep(r, grid, seeds, "theory", os.path.join(work, f"s{norm}"))
-        k = _sweep(_reverse(r), {"target.weights": [[0.6, 0.4]]}, seeds, "theory", work + "k")
-        out["separation"].append(
-            {
-                "norm": norm,
-                "alpha": alphas + [1.0],
-                "p_collapse": [s["p_collapse"][i][0] for i in range(2)] + [k["p_collapse"][0]],
-            }
-        )
+        out["separation"].append({"norm": norm, **row(r, f"s{norm}")})
     for dim in (10, 100):  # d = 1000 is diagram (a) itself
         r = copy.deepcopy(raw)
         r["dim"] = dim
-        grid = {"objective.alpha": alphas, "target.weights": [[0.6, 0.4]]}
-        s = _sweep(r, grid, seeds, "theory", os.path.join(work, f"d{dim}"))
-        k = _sweep(_reverse(r), {"target.weights": [[0.6, 0.4]]}, seeds, "theory", work + "k")
-        out["dim"].append(
-            {
-                "dim": dim,
-                "alpha": alphas + [1.0],
-                "p_collapse": [s["p_collapse"][i][0] for i in range(2)] + [k["p_collapse"][0]],
-            }
-        )
+        out["dim"].append({"dim": dim, **row(r, f"d{dim}")})
     return out
 
 

@@ -21,3 +21,15 @@ def rel_err(a, b) -> float:
     # compared in float64 (explicitly: the tests run with strict dtype promotion)
     a, b = jnp.asarray(a, jnp.float64), jnp.asarray(b, jnp.float64)
     return float(jnp.max(jnp.abs(a - b)) / jnp.maximum(jnp.max(jnp.abs(b)), 1e-300))
+
+
+def assert_routes_agree(full, theory, tol: float = 1e-6, label=None) -> None:
+    """The full flow and the theory agree within `tol` relative on every saved statistic, after
+    the dynamics actually moved: the means towards the modes, the weights and the scale."""
+    assert full.failure() is None and theory.failure() is None
+    assert float(jnp.max(jnp.abs(theory.R[-1] - theory.R[0]))) > 1.0
+    assert float(jnp.max(jnp.abs(theory.weights[-1] - theory.weights[0]))) > 1e-3
+    assert float(jnp.abs(theory.scale[-1] - theory.scale[0])) > 1e-3
+    for name in ("R", "Q", "weights", "scale", "objective"):
+        err = rel_err(getattr(full, name), getattr(theory, name))
+        assert err < tol, (label, name, err)

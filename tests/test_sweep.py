@@ -75,6 +75,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(resumed[field], full[field])
 
 
+@pytest.mark.slow  # multi-process robustness (subprocesses); the suite budget
 def test_resume_after_kill_9(tmp_path):
     """A real SIGKILL mid-sweep, then --resume: the results equal an uninterrupted run."""
     text = _sweep_toml('"variational.init.norm" = [0.5, 2.0, 4.0]', 16, 4)
@@ -205,6 +206,7 @@ def first_of_two_processes(tmp_path_factory):
     return plan, out, str(e.value), waited
 
 
+@pytest.mark.slow  # multi-process robustness (subprocesses); the suite budget
 def test_merge_timeout_is_configurable_and_says_who_is_missing(first_of_two_processes):
     _, out, message, waited = first_of_two_processes
     assert sorted(os.listdir(out)) == ["checkpoint-0-of-2.npz"]
@@ -213,6 +215,7 @@ def test_merge_timeout_is_configurable_and_says_who_is_missing(first_of_two_proc
     assert waited < 60, waited  # compile + one trajectory + 0.5 s, not the 24 h default
 
 
+@pytest.mark.slow  # multi-process robustness (subprocesses); the suite budget
 def test_resume_with_another_process_count_is_refused(first_of_two_processes):
     """Fault 4: resuming a 2-process checkpoint with one process used to start from scratch."""
     plan, out, _, _ = first_of_two_processes
@@ -268,6 +271,7 @@ def test_redraw_means_keeps_the_family_dtype(dtype):
     np.testing.assert_allclose(jnp.sum(q.means**2, axis=1), norm**2, rtol=0.1)
 
 
+@pytest.mark.slow  # multi-process robustness (subprocesses); the suite budget
 def test_two_processes_with_jax_distributed(tmp_path, single_process_small):
     """Two local CPU processes (jax.distributed), one output folder: equal to one process."""
     import socket
