@@ -287,6 +287,7 @@ class AbstractDivergence(eqx.Module):
         state = GramState.from_models(family, target)
         return self.gram(state, TargetStatistics.from_target(target), beta, family.dim, nodes)
 
+    @abc.abstractmethod
     def mc(self, family, target, beta, noise_q, noise_p):
         """A reparameterised Monte Carlo estimate whose gradient is the particle route (§16).
 
@@ -300,7 +301,6 @@ class AbstractDivergence(eqx.Module):
         Renyi(0.5).mc(q, p, 1.0, jr.normal(k1, (2, 64, 3)), jr.normal(k2, (2, 64, 3)))
         ```
         """
-        raise NotImplementedError
 
 
 class ReverseKL(AbstractDivergence):
