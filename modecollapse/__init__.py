@@ -87,6 +87,8 @@ from ._experiments._config import (
     ConfigError as ConfigError,
     Experiment as Experiment,
     FlowConfig as FlowConfig,
+    flow_annealing_time as flow_annealing_time,
+    flow_steps as flow_steps,
     load_experiment as load_experiment,
     parse_experiment as parse_experiment,
 )
@@ -125,6 +127,7 @@ from ._flows._vi import (
     example_seeds as example_seeds,
     flow_objective as flow_objective,
     init_flows as init_flows,
+    label_stable as label_stable,
     train_flows as train_flows,
 )
 from ._jobs._design import design_experiment as design_experiment

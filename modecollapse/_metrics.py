@@ -7,6 +7,7 @@ drawn directly in the J-dimensional logit space, with no d-dimensional work. Sam
 """
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -98,6 +99,50 @@ def wilson_interval(
     half = z * xp.sqrt(p * (1 - p) / safe + z**2 / (4 * safe**2)) / denom
     lo, hi = xp.clip(centre - half, 0, 1), xp.clip(centre + half, 0, 1)
     return xp.where(n > 0, lo, xp.nan), xp.where(n > 0, hi, xp.nan)
+
+
+def collapse_crossing(
+    taus: Sequence[float] | np.ndarray,
+    p_collapse: Sequence[float | None] | np.ndarray,
+    level: float,
+) -> tuple[float, str | None]:
+    """Eq. (NF9): the smallest annealing time τ at which P(collapse) has fallen to `level`.
+
+    Between grid points P is taken linear in log τ. The answer is censored when the level is
+    already met at the first τ, or never met.
+
+    **Arguments:**
+
+    - `taus`: increasing annealing times τ > 0.
+    - `p_collapse`: P(collapse) at each τ (NaN or None: no estimate, skipped).
+    - `level`: the level, e.g. 0.1 (τ₁₀), or half the unannealed P (τ½).
+
+    **Returns:** `(tau, censored)`: censored is None (interpolated), "at_or_below" (τ is the first
+    grid point; the true crossing is there or earlier) or "above" (not reached; τ is the last).
+
+    **Example:**
+    ```python
+    collapse_crossing([4, 16, 64], [0.6, 0.3, 0.05], 0.1)  # (≈ 48.5, None)
+    ```
+    """
+    t = np.asarray(taus, float)
+    p = np.array([np.nan if v is None else v for v in list(p_collapse)], float)
+    if t.ndim != 1 or t.shape != p.shape or not np.all(t > 0) or np.any(np.diff(t) <= 0):
+        raise ValueError(
+            "`taus` must be increasing positive times with one `p_collapse` value each, got "
+            f"{t.tolist()} and {p.tolist()}."
+        )
+    prev = None
+    for i in range(len(t)):
+        if np.isnan(p[i]):
+            continue
+        if p[i] <= level:
+            if prev is None:
+                return float(t[i]), "at_or_below"
+            f = (p[prev] - level) / (p[prev] - p[i])
+            return float(np.exp(np.log(t[prev]) + f * (np.log(t[i]) - np.log(t[prev])))), None
+        prev = i
+    return float(t[-1]), "above"
 
 
 class Thresholds(eqx.Module):

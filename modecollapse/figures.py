@@ -7,7 +7,10 @@ Wilson intervals. The research scripts under `scripts/` build their figures from
 
 from ._figures._base import heatmap as heatmap, png as png
 from ._figures._flows import (
+    flow_covered_figure as flow_covered_figure,
     flow_figure as flow_figure,
+    flow_law_figure as flow_law_figure,
+    flow_sweep_figure as flow_sweep_figure,
     lipschitz_figure as lipschitz_figure,
     mode_mass_figure as mode_mass_figure,
     phase_comparison_figure as phase_comparison_figure,

@@ -12,7 +12,12 @@ from ._jobs._design import (
     formula_arguments as formula_arguments,
     simulate_collapse as simulate_collapse,
 )
-from ._jobs._flow import run_flow_experiment as run_flow_experiment
+from ._jobs._flow import (
+    cells_csv as cells_csv,
+    flow_sweep_plan as flow_sweep_plan,
+    run_flow_experiment as run_flow_experiment,
+    run_flow_sweep as run_flow_sweep,
+)
 from ._jobs._run import run_experiment as run_experiment
 from ._jobs._show_config import builtin_experiment as builtin_experiment, show_config as show_config
 from ._jobs._sweep import sweep_experiment as sweep_experiment

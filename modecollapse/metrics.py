@@ -7,6 +7,7 @@ from ._metrics import (
     OutcomeField as OutcomeField,
     Thresholds as Thresholds,
     classify as classify,
+    collapse_crossing as collapse_crossing,
     component_mode_masses as component_mode_masses,
     entropic_mode_coverage as entropic_mode_coverage,
     label_index as label_index,

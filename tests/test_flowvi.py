@@ -11,9 +11,15 @@ import pytest
 
 from modecollapse._annealing._schedules import LinearSchedule, NoAnnealing
 from modecollapse._cli import main
-from modecollapse._experiments._config import DEFAULT_FLOW_TOML, parse_experiment
+from modecollapse._experiments._config import (
+    DEFAULT_FLOW_TOML,
+    ConfigError,
+    flow_annealing_time,
+    flow_steps,
+    parse_experiment,
+)
 from modecollapse._flows._realnvp import RealNVP
-from modecollapse._flows._vi import classify_flow, flow_objective, train_flows
+from modecollapse._flows._vi import classify_flow, flow_objective, label_stable, train_flows
 from modecollapse._metrics import LABELS
 from modecollapse._mixtures import GaussianMixture
 
@@ -187,3 +193,92 @@ def test_annealing_lowers_collapse_on_the_same_seeds():
     covered = LABELS.index("covered")
     frac = lambda run: float(jnp.mean(run.label != covered))  # noqa: E731
     assert frac(annealed) < frac(plain) - 0.15, (frac(annealed), frac(plain))
+
+
+def test_label_stable_on_synthetic_trajectories():
+    rho = jnp.array([0.6, 0.4])
+    times = jnp.linspace(0.0, 10.0, 11)  # the last 20%: t = 8, 9, 10
+    covered = jnp.tile(jnp.array([0.6, 0.4]), (11, 1))
+    assert bool(label_stable(covered, times, rho))
+    lost_early = covered.at[5:, 1].set(0.0)  # lost at t = 5: missed at every late record
+    assert bool(label_stable(lost_early, times, rho))
+    lost_late = covered.at[9:, 1].set(0.0)  # lost at t = 9, inside the window
+    assert not bool(label_stable(lost_late, times, rho))
+    assert bool(label_stable(lost_late, times, rho, window=0.1))  # window t ≥ 9 only
+    regained = lost_early.at[8, 1].set(0.3)  # back above 0.1·0.4 at t = 8, then lost again
+    assert not bool(label_stable(regained, times, rho))
+
+
+def test_flow_steps_from_settle():
+    raw = tomllib.loads(SMALL_FLOW.replace("steps = 60\n", "settle = 5.0\n"))
+    exp = parse_experiment(raw)  # linear, duration 10, learning rate 0.01, 3 records
+    assert flow_annealing_time(exp) == 10.0
+    assert flow_steps(exp) == 1500 and flow_steps(exp) % exp.flow.records == 0
+    raw["annealing"]["beta0"] = 1.0  # no annealing: only the settle time
+    assert flow_annealing_time(parse_experiment(raw)) == 0.0
+    assert flow_steps(parse_experiment(raw)) == 501  # 5 / 0.01 rounded up to a multiple of 3
+    raw["annealing"] = {"kind": "exponential", "beta0": 0.1, "rate": 0.5}
+    assert flow_annealing_time(parse_experiment(raw)) == pytest.approx(6.0)  # 3 / rate (A2)
+    both = SMALL_FLOW.replace("steps = 60\n", "steps = 60\nsettle = 5.0\n")
+    with pytest.raises(ConfigError, match="`flow.settle`"):
+        parse_experiment(tomllib.loads(both))
+
+
+def _flow_sweep_toml(tmp_path, extra_parameters=""):
+    text = SMALL_FLOW.replace("steps = 60\n", "settle = 0.3\n").replace(
+        "seeds = 2\n", 'seeds = 2\nprecision = "float32"\n'
+    )
+    text += f"""
+[sweep]
+seeds = 3
+chunk = 64
+
+[sweep.parameters]
+"annealing.beta0" = [0.2, 1.0]
+"annealing.duration" = [0.2, 0.4]
+{extra_parameters}
+"""
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return path
+
+
+def test_flow_sweep_cells(tmp_path, capsys):
+    path = _flow_sweep_toml(tmp_path)
+    out = tmp_path / "out"
+    main(["flow", "--config", str(path), "--out", str(out), "--no-progress"])
+    assert sorted(p.name for p in out.iterdir()) == ["cells.csv", "flow_sweep.png", "result.json"]
+    result = json.loads((out / "result.json").read_text())
+    cells = result["cells"]
+    assert [(c["beta0"], c["tau"]) for c in cells] == [
+        (0.2, 0.2),
+        (0.2, 0.4),
+        (1.0, 0.0),
+        (1.0, 0.0),
+    ]
+    # each cell trains to τ + settle; record-count multiples of the learning rate
+    assert [c["steps"] for c in cells] == [51, 72, 30, 30]
+    assert all(c["t_end"] == pytest.approx(c["steps"] * 0.01) for c in cells)
+    for c in cells:
+        assert c["seeds"] == 3 and sum(c["labels"].values()) == 3
+        assert 0.0 <= c["stable_fraction"] <= 1.0 and 0.0 <= c["p_collapse_theory"] <= 1.0
+        assert c["ci"][0] <= (c["p_collapse"] or 0.0) <= c["ci"][1]
+        assert len(c["mean_masses"]) == len(c["times"]) == 4
+    # β0 = 1 at two τ: one shared run (identical flows), so identical records
+    assert cells[2]["mean_masses"] == cells[3]["mean_masses"]
+    # common random numbers: the cells' flows start from the same seeds (same t = 0 masses)
+    assert cells[0]["mean_masses"][0] == cells[1]["mean_masses"][0] == cells[2]["mean_masses"][0]
+    rows = (out / "cells.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("d,target,schedule,optimizer")
+    assert "learning_rate" in result["time_convention"] and result["flow_steps"] > 0
+
+
+def test_flow_sweep_refuses_flow_parameters(tmp_path, capsys):
+    path = _flow_sweep_toml(tmp_path, '"flow.learning_rate" = [0.01, 0.02]')
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["flow", "--config", str(path), "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`sweep.parameters.flow.learning_rate`" in err, err
+    assert not out.exists()

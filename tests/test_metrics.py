@@ -3,10 +3,12 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pytest
 import scipy.stats
 
 import modecollapse as mc
 from modecollapse import metrics
+from modecollapse.metrics import collapse_crossing
 
 
 def _target(rho=(0.5, 0.5), d=4):
@@ -226,3 +228,21 @@ def test_two_mode_emc_and_mode_score_are_exact(getkey):
         logits, w = _flat_samples(state, stats, getkey(), 200_000)
         assert abs(float(emc) - float(_emc(logits, w, stats.log_weights))) < 4e-3
         assert abs(float(score) - float(_mode_score(logits, w))) < 4e-3
+
+
+def test_collapse_crossing_recovers_a_log_linear_law():
+    # P(τ) = a − b log τ exactly: the crossing of any level between grid values is exact (NF9)
+    taus = np.array([2.0, 8.0, 32.0, 128.0])
+    p = 0.9 - 0.15 * np.log(taus)
+    for level in (0.7, 0.4, 0.25):
+        tau, censored = collapse_crossing(taus, p, level)
+        assert censored is None
+        assert tau == pytest.approx(np.exp((0.9 - level) / 0.15), rel=1e-12)
+    assert collapse_crossing(taus, p, 0.95) == (2.0, "at_or_below")
+    assert collapse_crossing(taus, p, 0.01) == (128.0, "above")
+    # a missing estimate is skipped: the crossing uses the neighbours that exist
+    tau, _ = collapse_crossing(taus, [p[0], None, p[2], p[3]], 0.4)
+    f = (p[0] - 0.4) / (p[0] - p[2])
+    assert tau == pytest.approx(np.exp(np.log(2.0) + f * np.log(16.0)), rel=1e-12)
+    with pytest.raises(ValueError, match="`taus`"):
+        collapse_crossing([4.0, 2.0], [0.5, 0.1], 0.2)

@@ -172,6 +172,8 @@ class FlowConfig:
     optimizer: str = "adam"
     seeds: int = 1
     records: int = 20
+    settle: float | None = None
+    precision: str | None = None
 
 
 FLOW_OPTIMIZERS = ("adam", "sgd")
@@ -538,9 +540,21 @@ def _sweep_table(sw: _Table) -> SweepConfig:
 
 
 def _flow_table(ft: _Table) -> FlowConfig:
-    """`[flow]`: layers, width, steps, learning_rate, particles, optimizer, seeds, records."""
+    """`[flow]`: layers, width, steps or settle, learning_rate, particles, optimizer, seeds,
+    records, precision."""
     d = FlowConfig()
+    settle = ft.number("settle", low=0.0, low_open=True) if "settle" in ft.data else None
+    if settle is not None and "steps" in ft.data:
+        raise ConfigError(
+            f"`{ft.key('settle')}`: give either `steps` or `settle` (which sets the steps of each "
+            "cell to (τ + settle) / learning_rate), not both."
+        )
     steps = ft.integer("steps", d.steps, low=1)
+    records_default = (
+        d.records
+        if settle is not None
+        else max(r for r in range(1, d.records + 1) if steps % r == 0)  # largest divisor ≤ 20
+    )
     out = FlowConfig(
         layers=ft.integer("layers", d.layers, low=1),
         width=ft.integer("width", d.width, low=1),
@@ -549,18 +563,46 @@ def _flow_table(ft: _Table) -> FlowConfig:
         particles=ft.integer("particles", d.particles, low=1),
         optimizer=ft.string("optimizer", FLOW_OPTIMIZERS, d.optimizer),
         seeds=ft.integer("seeds", d.seeds, low=1),
-        # default: the largest divisor of `steps` up to 20
-        records=ft.integer(
-            "records", max(r for r in range(1, d.records + 1) if steps % r == 0), low=1
-        ),
+        records=ft.integer("records", records_default, low=1),
+        settle=settle,
+        precision=ft.string("precision", PRECISIONS) if "precision" in ft.data else None,
     )
-    if out.steps % out.records:
+    if settle is None and out.steps % out.records:
         raise ConfigError(
             f"`{ft.key('records')}`: must divide `{ft.key('steps')}` ({out.steps}), "
             f"got {out.records}."
         )
     ft.done()
     return out
+
+
+def flow_annealing_time(exp: Experiment) -> float:
+    """The annealing time τ of the experiment's schedule in flow time (eq. (NF6)); 0 without
+    annealing (kind "none" or β0 = 1). τ is `duration`, or 3/rate for "exponential" (eq. (A2)).
+
+    **Example:** `flow_annealing_time(load_experiment(None))  # 20.0`
+    """
+    a = exp.annealing
+    if a.kind == "none" or a.beta0 == 1.0:
+        return 0.0
+    if a.rate is not None:
+        return 3.0 / a.rate
+    assert a.duration is not None  # parse_experiment requires one of the two
+    return float(a.duration)
+
+
+def flow_steps(exp: Experiment) -> int:
+    """The optimiser steps of the experiment's flows: `[flow] steps`, or with `settle`,
+    (τ + settle) / learning_rate rounded up to a multiple of `records` (τ from
+    `flow_annealing_time`). Jax-free.
+
+    **Example:** `flow_steps(exp) * exp.flow.learning_rate  # the flows' t_end`
+    """
+    fc = exp.flow or FlowConfig()
+    if fc.settle is None:
+        return fc.steps
+    per = (flow_annealing_time(exp) + fc.settle) / (fc.learning_rate * fc.records)
+    return fc.records * max(1, math.ceil(per - 1e-9))
 
 
 FIXED_STEP_ESTIMATORS = ("mc-fresh", "mc-fresh-projected")
@@ -798,6 +840,8 @@ KEY_DOCS = {
     "flow.optimizer": "adam | sgd",
     "flow.seeds": "independent flows trained",
     "flow.records": "recorded points (must divide steps)",
+    "flow.settle": "instead of steps: train each cell to t_end = τ + settle (flows and theory)",
+    "flow.precision": "float32 | float64 of the flows (default: the experiment's precision)",
 }
 """One comment per experiment key, for `experiment_toml` (`modecollapse config --show`)."""
 

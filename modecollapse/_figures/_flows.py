@@ -1,5 +1,6 @@
 """Figures of flow VI: density and samples, mode-mass trajectories, Lipschitz bound (§15)."""
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -233,4 +234,169 @@ def mode_mass_figure(panels: list[dict[str, Any]]) -> bytes:
         )
         ax.set_title(panel["title"], fontsize=9)
     fig.suptitle("RealNVP flows: per-mode mass trajectories, one seed per outcome")
+    return png(fig)
+
+
+def flow_sweep_figure(result: dict[str, Any]) -> bytes:
+    """P(collapse) against the annealing time τ: flows (solid, Wilson 95% bars) and the theory
+    (dashed), one line per β0; cells without annealing (β0 = 1) as horizontal lines. One panel
+    per (target, schedule, optimizer), one row per d."""
+    cells = result["cells"]
+    dims = sorted({c["d"] for c in cells})
+    cols = sorted({(tuple(c["target"]), c["schedule"], c["optimizer"]) for c in cells})
+    fig, axes = plt.subplots(
+        len(dims), len(cols), figsize=(4.2 * len(cols), 3.3 * len(dims)), squeeze=False
+    )
+    for i, d in enumerate(dims):
+        for j, (target, schedule, optimizer) in enumerate(cols):
+            ax = axes[i, j]
+            here = [
+                c
+                for c in cells
+                if c["d"] == d
+                and tuple(c["target"]) == target
+                and c["schedule"] == schedule
+                and c["optimizer"] == optimizer
+            ]
+            taus = sorted({c["tau"] for c in here if c["tau"] > 0})
+            for k, b0 in enumerate(sorted({c["beta0"] for c in here if c["tau"] > 0})):
+                row = sorted(
+                    (c for c in here if c["beta0"] == b0 and c["tau"] > 0), key=lambda c: c["tau"]
+                )
+                x = np.array([c["tau"] for c in row])
+                p = np.array([np.nan if c["p_collapse"] is None else c["p_collapse"] for c in row])
+                ci = np.array([c["ci"] for c in row])
+                ax.errorbar(
+                    x,
+                    p,
+                    yerr=np.clip([p - ci[:, 0], ci[:, 1] - p], 0.0, None),
+                    color=f"C{k}",
+                    marker="o",
+                    capsize=2,
+                    label=f"flows, β0 = {b0:g}",
+                )
+                if row[0].get("p_collapse_theory") is not None:
+                    ax.plot(
+                        x,
+                        [c["p_collapse_theory"] for c in row],
+                        color=f"C{k}",
+                        ls="--",
+                        marker="s",
+                        mfc="none",
+                        label=f"theory, β0 = {b0:g}",
+                    )
+            base = [c for c in here if c["tau"] == 0]
+            if base:
+                ax.axhline(base[0]["p_collapse"], color="0.4", lw=1, label="flows, no annealing")
+                if base[0].get("p_collapse_theory") is not None:
+                    ax.axhline(
+                        base[0]["p_collapse_theory"],
+                        color="0.4",
+                        lw=1,
+                        ls="--",
+                        label="theory, no annealing",
+                    )
+            if taus:
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(taus, [f"{t:g}" for t in taus])
+            ax.axhline(0.1, color="k", lw=0.5, ls=":")
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_xlabel("annealing time τ (flow time, NF6)")
+            ax.set_ylabel("P(collapse)")
+            weights = "/".join(f"{w:g}" for w in target)
+            ax.set_title(f"d = {d}, ρ = {weights}, {schedule}, {optimizer}", fontsize=9)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return png(fig)
+
+
+def flow_law_figure(law: list[dict[str, Any]]) -> bytes:
+    """τ₁₀ (eq. (NF9)) against d: flows under SGD (solid) and Adam (dash-dot), the theory
+    (dashed); one colour per β0. Triangles: censored (▲ not reached by the longest τ, ▼ reached
+    already at the shortest)."""
+    schedules = sorted({r["schedule"] for r in law}, key=lambda s: s != "linear")
+    targets = sorted({tuple(r["target"]) for r in law})
+    betas = sorted({r["beta0"] for r in law})
+    tau_min = min(min(r["taus"]) for r in law)
+    tau_max = max(max(r["taus"]) for r in law)
+    fig, axes = plt.subplots(
+        len(schedules),
+        len(targets),
+        figsize=(5 * len(targets), 3.8 * len(schedules)),
+        squeeze=False,
+    )
+    styles = {("flow", "sgd"): "-", ("flow", "adam"): "-.", ("theory", "sgd"): "--"}
+    for (i, schedule), (j, target) in itertools.product(enumerate(schedules), enumerate(targets)):
+        ax = axes[i, j]
+        for k, b0 in enumerate(betas):
+            for (route, opt), ls in styles.items():
+                rows = sorted(
+                    (
+                        r
+                        for r in law
+                        if r["schedule"] == schedule
+                        and tuple(r["target"]) == target
+                        and r["beta0"] == b0
+                        and r["optimizer"] == opt
+                    ),
+                    key=lambda r: r["d"],
+                )
+                if not rows:
+                    continue
+                d = np.array([r["d"] for r in rows], dtype=float)
+                cross = [r[f"tau_10_{route}"] for r in rows]
+                y = np.array(
+                    [
+                        c["tau"] * 1.4
+                        if c["censored"] == "above"
+                        else c["tau"] / 1.4
+                        if c["censored"] == "at_or_below"
+                        else c["tau"]
+                        for c in cross
+                    ]
+                )
+                name = "theory" if route == "theory" else f"flows, {opt}"
+                ax.plot(d, y, color=f"C{k}", ls=ls, lw=1.2, label=f"{name}, β0 = {b0:g}")
+                for x, yy, c in zip(d, y, cross):
+                    marker = {"above": "^", "at_or_below": "v"}.get(c["censored"] or "", "o")
+                    ax.plot(
+                        x,
+                        yy,
+                        marker=marker,
+                        color=f"C{k}",
+                        ms=5,
+                        mfc="none" if route == "theory" else f"C{k}",
+                    )
+        ax.axhspan(tau_max * 1.2, tau_max * 1.7, color="0.92", zorder=0)
+        ax.axhspan(tau_min / 1.7, tau_min / 1.2, color="0.92", zorder=0)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_ylim(tau_min / 1.8, tau_max * 1.8)
+        ax.set_xlabel("d")
+        ax.set_ylabel("τ₁₀: τ with P(collapse) ≤ 10%")
+        weights = "/".join(f"{w:g}" for w in target)
+        ax.set_title(f"{schedule}, ρ = {weights} (shaded: censored)", fontsize=9)
+        if i == 0 and j == 0:
+            ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return png(fig)
+
+
+def flow_covered_figure(panels: list[dict[str, Any]]) -> bytes:
+    """Fraction of flows covering both modes against flow time (solid) and the mean mass of the
+    minor mode (dotted), one line per d; the grey line marks the end of the anneal."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for k, line in enumerate(panel["lines"]):
+            ax.plot(line["times"], line["covered_fraction"], color=f"C{k}", label=line["label"])
+            ax.plot(line["times"], line["minor_mass"], color=f"C{k}", ls=":")
+            ax.axvline(line["tau"], color="0.6", lw=0.8)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("flow time t (NF6)")
+        ax.set_ylabel("covered fraction (solid), minor-mode mass (dotted)")
+        ax.set_title(panel["title"], fontsize=9)
+        if panel["lines"]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
     return png(fig)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from .._annealing._schedules import AbstractSchedule
 from .._metrics import (
@@ -77,6 +77,8 @@ class FlowTraining(eqx.Module):
     - `label`: index into `LABELS` per seed (eq. (NF7)), shape (s,).
     - `kl`: KL(q‖p) estimate at the end, shape (s,). `tv`: TV(q, p) estimate (PF9), shape (s,).
     - `emc`, `mode_score`: (C3), (C4) from the final samples, shape (s,).
+    - `stable`: whether the seed kept its final set of missed modes (mass ≤ coverage·ρ_j) at every
+      record of the last `stable_window` of training (eq. (NF8)), shape (s,).
     """
 
     flows: RealNVP
@@ -91,6 +93,7 @@ class FlowTraining(eqx.Module):
     tv: Float[Array, " s"]
     emc: Float[Array, " s"]
     mode_score: Float[Array, " s"]
+    stable: Bool[Array, " s"]
 
     def outcome(self, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
         """The `outcome` block (JSON form): counts per label and per-seed records."""
@@ -98,9 +101,11 @@ class FlowTraining(eqx.Module):
         counts = {name: labels.count(name) for name in LABELS}
         solved = len(labels) - counts["failed"]
         collapsed = solved - counts["covered"]
+        stable = np.asarray(self.stable)
         return {
             "labels": counts,
             "p_collapse": collapsed / solved if solved else None,
+            "stable_fraction": float(stable.mean()),
             "per_seed": [
                 {
                     "label": lab,
@@ -109,6 +114,7 @@ class FlowTraining(eqx.Module):
                     "tv": float(self.tv[s]),
                     "emc": float(self.emc[s]),
                     "mode_score": float(self.mode_score[s]),
+                    "stable": bool(stable[s]),
                 }
                 for s, lab in enumerate(labels)
             ],
@@ -193,6 +199,40 @@ def classify_flow(
     )
     label = Label.where(n_missed == 0, Label.covered, missed_label)
     return jnp.asarray(label_index(Label.where(finite, label, Label.failed)))
+
+
+def label_stable(
+    masses: Float[Array, "r j"],
+    times: Float[Array, " r"],
+    rho: Float[Array, " j"],
+    thresholds: Thresholds = Thresholds(),
+    window: float = 0.2,
+) -> Bool[Array, ""]:
+    """Eq. (NF8): the run kept its final label over the last `window` of training.
+
+    The label (NF7) is fixed by the set of missed modes (final mass ≤ `coverage`·ρ_j) and, for a
+    missed mode, its history; a label is stable when the missed set at every record with
+    t ≥ (1 − window)·t_end equals the final one.
+
+    **Arguments:**
+
+    - `masses`: mode masses at the record times, shape (r, J).
+    - `times`: record times, shape (r,).
+    - `rho`: target weights, shape (J,).
+    - `thresholds`: the coverage threshold.
+    - `window`: the final fraction of the training time (default 0.2).
+
+    **Returns:** a boolean scalar.
+
+    **Example:**
+    ```python
+    bool(label_stable(run.masses[0], run.times, p.weights))
+    ```
+    """
+    missed = masses <= thresholds.coverage * rho
+    late = times >= (1.0 - window) * times[-1]
+    same = jnp.all(missed == missed[-1], axis=-1)
+    return jnp.all(same | ~late)
 
 
 def _chi_quantile(dim: int, tail: float) -> float:
@@ -352,11 +392,13 @@ def _opt_init(optim, params):
 
 
 @eqx.filter_jit
-def _labels(masses, loss, kl, times, weights, thresholds, early):
+def _labels(masses, loss, kl, times, weights, thresholds, early, window):
     finite = all_finite(loss, masses, kl, batch_ndim=1)
-    return jax.vmap(lambda m, f: classify_flow(m, times, weights, f, thresholds, early))(
+    label = jax.vmap(lambda m, f: classify_flow(m, times, weights, f, thresholds, early))(
         masses, finite
     )
+    stable = jax.vmap(lambda m: label_stable(m, times, weights, thresholds, window))(masses)
+    return label, stable & finite
 
 
 def train_flows(
@@ -379,6 +421,7 @@ def train_flows(
     final_particles: int = 4096,
     thresholds: Thresholds = Thresholds(),
     early: float = 0.1,
+    stable_window: float = 0.2,
     dtype=None,
     batched_schedule: bool = False,
     seed_ids: Array | None = None,
@@ -398,7 +441,8 @@ def train_flows(
     - `lipschitz`: track (PF7), (PF8) at the records; `lipschitz_points`: base points for (PF7)
       (the record particles whose images lie closest to a mid-plane between modes).
     - `final_particles`: samples for the final KL, TV, EMC and mode score.
-    - `thresholds`, `early`: the classifier (NF7).
+    - `thresholds`, `early`: the classifier (NF7); `stable_window`: the final fraction of
+      training over which a label must hold to count as stable (NF8).
     - `dtype`: computation dtype (default: the target's); float32 is about twice as fast on CPU.
     - `batched_schedule`: `schedule` carries a leading seeds axis (one schedule per seed, e.g. a
       whole phase diagram in one compiled run).
@@ -478,7 +522,9 @@ def train_flows(
         beta = jax.vmap(schedule)(times)
     masses = jnp.moveaxis(masses, 0, 1)
     loss = jnp.moveaxis(loss, 0, 1)
-    label = _labels(masses, loss, kl, times, target.weights, thresholds, early)
+    label, stable = _labels(
+        masses, loss, kl, times, target.weights, thresholds, early, stable_window
+    )
     return FlowTraining(
         flows=eqx.combine(params, static_flow),
         times=times,
@@ -492,6 +538,7 @@ def train_flows(
         tv=tv,
         emc=emc,
         mode_score=score,
+        stable=stable,
     )
 
 

@@ -28,6 +28,7 @@ import functools
 import math
 import statistics
 from collections.abc import Callable
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -294,13 +295,12 @@ def _softmax_rule(mean: Array, cov: Array, order: int, coarse: bool, lse_only: b
         t = logits[-1] - rest
         # (G5): LSE = LSE(rest) + softplus(ℓ_c − LSE(rest)); its upper envelope is exact (G6).
         # E[softplus], E[σ], E[σ'] of ℓ_c − LSE(rest) at one (t, v_c): one joint kernel call (I5).
-        if lse_only:
-            (sp,) = sigmoid_moments((-1,), t, v_c)
-        else:
-            sp, s0, s1 = sigmoid_moments((-1, 0, 1), t, v_c)
+        moments = sigmoid_moments((-1,) if lse_only else (-1, 0, 1), t, v_c)
+        sp = moments[0]
         lse = e_max + jnp.dot(w, rest + sp - jnp.max(logits, axis=0))
         if lse_only:
             return lse, None, None
+        s0, s1 = moments[1], moments[2]
         rho = jax.nn.softmax(logits[:-1], axis=0)
         resp = jnp.concatenate([rho @ (w * (1.0 - s0)), jnp.dot(w, s0)[None]])
         outer = jnp.zeros((n, n), dtype)
@@ -314,6 +314,7 @@ def _softmax_rule(mean: Array, cov: Array, order: int, coarse: bool, lse_only: b
     lse = m[0] + jnp.dot(y_weights, lse)
     if lse_only:
         return lse
+    assert resp is not None and outer is not None
     inv = jnp.argsort(perm)
     resp = jnp.dot(y_weights, resp)[inv]
     outer = jnp.tensordot(y_weights, outer, axes=1)[inv][:, inv]
@@ -375,8 +376,8 @@ def refined_softmax_stats(mean: Float[Array, " n"], cov: Float[Array, "n n"]):
 
 
 @jax.custom_jvp
-def _stats(mean: Array, cov: Array):
-    return _softmax_rule(mean, cov, _LINE_ORDER, False, False)
+def _stats(mean: Array, cov: Array) -> tuple[Array, Array, Array]:
+    return cast(tuple[Array, Array, Array], _softmax_rule(mean, cov, _LINE_ORDER, False, False))
 
 
 @_stats.defjvp
@@ -401,7 +402,7 @@ def _stats_jvp(primals, tangents):
 
 @jax.custom_jvp
 def _lse(mean: Array, cov: Array) -> Array:
-    return _softmax_rule(mean, cov, _LINE_ORDER, False, True)
+    return cast(Array, _softmax_rule(mean, cov, _LINE_ORDER, False, True))
 
 
 @_lse.defjvp

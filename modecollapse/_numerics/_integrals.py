@@ -279,7 +279,8 @@ def _moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array, ...]:
                 g = s
             else:
                 b, coef = polys[n]
-                g = (qd if b else q) * (_estrin(coef[1:], q) if len(coef) > 2 else coef[1])
+                tail: tuple[float, ...] = coef[1:]
+                g = (qd if b else q) * (_estrin(tail, q) if len(tail) > 1 else tail[0])  # pyright: ignore[reportGeneralTypeIssues]
             out.append(a + (w_odd if _parity(n) > 0 else w_even) * g)
         return tuple(out)
 
