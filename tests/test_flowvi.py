@@ -14,6 +14,7 @@ from modecollapse._cli import main
 from modecollapse._experiments._config import (
     DEFAULT_FLOW_TOML,
     ConfigError,
+    experiment_toml,
     flow_annealing_time,
     flow_steps,
     parse_experiment,
@@ -219,6 +220,9 @@ def test_flow_steps_from_settle():
     assert flow_steps(parse_experiment(raw)) == 501  # 5 / 0.01 rounded up to a multiple of 3
     raw["annealing"] = {"kind": "exponential", "beta0": 0.1, "rate": 0.5}
     assert flow_annealing_time(parse_experiment(raw)) == pytest.approx(6.0)  # 3 / rate (A2)
+    # the file written back (`config --show`, result.json) parses to the same experiment
+    assert parse_experiment(tomllib.loads(experiment_toml(exp))) == exp
+    assert "steps" not in exp.to_dict()["flow"]
     both = SMALL_FLOW.replace("steps = 60\n", "steps = 60\nsettle = 5.0\n")
     with pytest.raises(ConfigError, match="`flow.settle`"):
         parse_experiment(tomllib.loads(both))
@@ -282,3 +286,26 @@ def test_flow_sweep_refuses_flow_parameters(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`sweep.parameters.flow.learning_rate`" in err, err
     assert not out.exists()
+
+
+def test_flow_law_and_covered_figures():
+    from modecollapse.figures import flow_covered_figure, flow_law_figure
+
+    law = [
+        {
+            "d": d,
+            "target": [0.6, 0.4],
+            "schedule": "linear",
+            "optimizer": opt,
+            "beta0": 0.1,
+            "taus": [4.0, 16.0, 64.0],
+            "tau_10_flow": {"tau": 64.0, "censored": "above" if d > 2 else None},
+            "tau_10_theory": {"tau": 4.0, "censored": "at_or_below"},
+        }
+        for d in (2, 8)
+        for opt in ("sgd", "adam")
+    ]
+    assert flow_law_figure(law)[:4] == b"\x89PNG"
+    line = {"label": "d = 2", "times": [0, 1, 2], "covered_fraction": [1, 0.9, 0.8]}
+    panels = [{"title": "t", "lines": [{**line, "minor_mass": [0.4, 0.3, 0.2], "tau": 1.0}]}]
+    assert flow_covered_figure(panels + [{"title": "empty", "lines": []}])[:4] == b"\x89PNG"

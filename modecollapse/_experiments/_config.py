@@ -224,6 +224,10 @@ class Experiment:
         out["annealing"] = {k: v for k, v in out["annealing"].items() if v is not None}
         if out["flow"] is None:
             del out["flow"]
+        else:  # `settle` replaces `steps`; unset optional keys are left out
+            out["flow"] = {k: v for k, v in out["flow"].items() if v is not None}
+            if "settle" in out["flow"]:
+                del out["flow"]["steps"]
         if out["sweep"] is None:
             del out["sweep"]
         elif self.sweep is not None:
