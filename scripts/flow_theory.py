@@ -44,6 +44,7 @@ from modecollapse.metrics import collapse_crossing  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples", "flow_theory")
+CHECKS = os.path.join(ROOT, "examples", "flow_theory_checks")
 FIG = os.path.join(ROOT, "docs", "figures")
 RES = os.path.join(ROOT, "benchmarks", "results")
 LEVEL = 0.1  # τ₁₀: P(collapse) ≤ 10%
@@ -76,12 +77,12 @@ def _names() -> list[str]:
     return sorted(names, key=lambda n: [order[x] for x in n[1:].split("_")])
 
 
-def run_missing(names: list[str], work: str, progress: bool) -> None:
+def run_missing(names: list[str], work: str, progress: bool, folder: str = EXAMPLES) -> None:
     for name in names:
         out = os.path.join(work, name)
         if os.path.exists(os.path.join(out, "result.json")):
             continue
-        with open(os.path.join(EXAMPLES, name + ".toml"), "rb") as f:
+        with open(os.path.join(folder, name + ".toml"), "rb") as f:
             plan = flow_sweep_plan(tomllib.load(f))
         print(f"{time.strftime('%H:%M:%S')} {name}: {len(plan.points)} cells ...", flush=True)
         result, figure = run_flow_sweep(plan, progress=progress)
@@ -220,10 +221,58 @@ def covered_panels(cells: list[dict]) -> list[dict]:
     return panels
 
 
+_CELL = ("d", "target", "schedule", "optimizer", "learning_rate", "beta0", "tau", "t_end")
+_SHOWN = ("p_collapse", "ci", "p_collapse_theory", "stable_fraction", "mean_final_kl", "labels")
+
+
+def checks(cells: list[dict], work: str, run: bool, progress: bool) -> dict:
+    """The checks of examples/flow_theory_checks: each of their cells beside the main cell with
+    the same (d, target, schedule, β0, τ): a longer settle (are the labels final?) and Adam at a
+    smaller learning rate (is Adam's collapse its step size?)."""
+    names = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CHECKS, "*.toml")))
+    if run:
+        run_missing(names, work, progress, CHECKS)
+    out = {}
+    for name in names:
+        path = os.path.join(work, name, "result.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            result = json.load(f)
+        rows = []
+        for c in result["cells"]:
+            key = ("d", "target", "schedule", "beta0", "tau")
+            peers = [m for m in cells if all(m[k] == c[k] for k in key)]
+            rows.append(
+                {
+                    **{k: c[k] for k in _CELL},
+                    **{k: c.get(k) for k in _SHOWN + ("window_lost", "window_gained")},
+                    "main": [
+                        {k: m.get(k) for k in ("optimizer", "learning_rate", "t_end") + _SHOWN}
+                        for m in peers
+                    ],
+                }
+            )
+        # β0 = 1 cells repeat per τ: keep one
+        seen, unique = set(), []
+        for r in rows:
+            k = (tuple(r["target"]), r["beta0"], r["tau"])
+            if k not in seen:
+                seen.add(k)
+                unique.append(r)
+        out[name] = {
+            "file": f"examples/flow_theory_checks/{name}.toml",
+            "flow_seconds": result["flow_seconds"],
+            "cells": unique,
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "flow_theory"))
     ap.add_argument("--only", default=None, help="comma-separated file names (default: all 16)")
+    ap.add_argument("--checks-work", default=os.path.join(ROOT, "out", "flow_theory_checks"))
     ap.add_argument("--no-run", action="store_true", help="assemble the results already there")
     args = ap.parse_args()
     names = _names() if args.only is None else args.only.split(",")
@@ -261,6 +310,7 @@ def main() -> None:
         "laws": law,
         "clock": clock_map(law),
         "hotter_start": hotter_start(law),
+        "checks": checks(cells, args.checks_work, not args.no_run, sys.stderr.isatty()),
         "unstable_cells": [
             {
                 k: c.get(k)
