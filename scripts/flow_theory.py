@@ -6,6 +6,9 @@ The experiments are the 16 files examples/flow_theory/d{d}_{schedule}_{optimizer
 and τ ∈ {4, 16, 64} (linear, or exponential with rate 3/τ), every cell trained to t_end = τ + 24
 (flow time t = step × learning rate, NF6), with the theory of a K = 2 mixture on the same cells.
 
+The checks, examples/flow_theory_checks/*.toml, rerun some cells with a 4× longer settle (are the
+labels final?) and with Adam at a 4× smaller learning rate.
+
 This script runs the files that have no result yet in the work folder (the same job as
 `modecollapse flow --config FILE --out WORK/NAME`), then assembles every cell into
 benchmarks/results/flow_theory.json, reads off the law (τ₁₀: the τ at which P(collapse) falls to
@@ -13,8 +16,8 @@ benchmarks/results/flow_theory.json, reads off the law (τ₁₀: the τ at whic
 docs/figures/flow_theory_{schedule}_{optimizer}.png, flow_theory_law.png and
 flow_theory_covered.png.
 
-    .venv/bin/python scripts/flow_theory.py [--work out/flow_theory] [--only NAME,...]
-        [--no-run]
+    .venv/bin/python scripts/flow_theory.py [--work out/flow_theory]
+        [--checks-work out/flow_theory_checks] [--only NAME,...] [--no-run]
 
 Wall time on the 2-core CPU: about an hour for all 16 files (the d = 128 files are half of it).
 """
@@ -247,10 +250,15 @@ def checks(cells: list[dict], work: str, run: bool, progress: bool) -> dict:
                 {
                     **{k: c[k] for k in _CELL},
                     **{k: c.get(k) for k in _SHOWN + ("window_lost", "window_gained")},
-                    "main": [
-                        {k: m.get(k) for k in ("optimizer", "learning_rate", "t_end") + _SHOWN}
-                        for m in peers
-                    ],
+                    "main": list(
+                        {
+                            (m["optimizer"], m["t_end"]): {
+                                k: m.get(k)
+                                for k in ("optimizer", "learning_rate", "t_end") + _SHOWN
+                            }
+                            for m in peers
+                        }.values()
+                    ),
                 }
             )
         # β0 = 1 cells repeat per τ: keep one
@@ -286,9 +294,12 @@ def main() -> None:
             continue
         with open(path) as f:
             result = json.load(f)
-        for c in result["cells"]:
-            c["file"] = f"examples/flow_theory/{name}.toml"
-        cells += result["cells"]
+        seen = set()
+        for c in result["cells"]:  # β0 = 1 appears once per τ of the grid: one shared run
+            key = (tuple(c["target"]), c["beta0"], c["tau"])
+            if key not in seen:
+                seen.add(key)
+                cells.append({**c, "file": f"examples/flow_theory/{name}.toml"})
         files[name] = {
             k: result[k]
             for k in ("flow_seconds", "theory_seconds", "flow_steps", "flow_steps_per_second")

@@ -264,6 +264,7 @@ def _cell_flows(plan: SweepPlan, progress: bool) -> tuple[list[dict[str, Any]], 
             # the window of (NF8): how its label changes went, loss of a mode or regain
             w0 = int(np.argmax(np.asarray(run.times) >= 0.8 * float(run.times[-1])))
             finite = np.isfinite(masses[i]).all(axis=(-2, -1))
+            cov_final = (label[i] == label_index(Label.covered)) & np.isfinite(kl[i])
             per_run[r] = {
                 "p_collapse": collapsed / n_ok if n_ok else None,
                 "ci": [float(lo), float(hi)],
@@ -277,6 +278,10 @@ def _cell_flows(plan: SweepPlan, progress: bool) -> tuple[list[dict[str, Any]], 
                 "mean_final_kl": float(np.nanmean(kl[i])) if np.isfinite(kl[i]).any() else None,
                 "times": _nested(run.times),
                 "mean_masses": _nested(masses[i][finite].mean(0)) if finite.any() else None,
+                # capacity: how well the flows that cover both modes fit (KL among them)
+                "mean_final_kl_covered": (
+                    float(np.mean(kl[i][cov_final])) if cov_final.any() else None
+                ),
                 "window_lost": int((finite & covered_t[:, w0] & ~covered_t[:, -1]).sum()),
                 "window_gained": int((finite & ~covered_t[:, w0] & covered_t[:, -1]).sum()),
                 "covered_fraction": _nested(covered_t[finite].mean(0)) if finite.any() else None,
