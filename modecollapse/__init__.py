@@ -92,6 +92,7 @@ from ._experiments._config import (
     load_experiment as load_experiment,
     parse_experiment as parse_experiment,
 )
+from ._experiments._io import write_file as write_file
 from ._experiments._problem import (
     STATISTICS as STATISTICS,
     NumericalFailure as NumericalFailure,

@@ -166,15 +166,6 @@ def _panel(run, dim, i, j, seeds):
     }
 
 
-def _write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _load(path: str) -> dict:
     if os.path.exists(path):
         with open(path) as f:
@@ -205,11 +196,13 @@ def phase(dims, seeds, work, progress):
         print(f"  flows {flow['seconds']:.0f}s: {flow['p_collapse']}", flush=True)
         cells = {"beta0": BETA0, "duration": DURATION, "flow": flow, "theory": theory}
         report["dims"][str(dim)] = cells
-        _write(os.path.join(FIG, f"flow_phase_d{dim}.png"), phase_comparison_figure(cells, dim))
+        mc.write_file(
+            os.path.join(FIG, f"flow_phase_d{dim}.png"), phase_comparison_figure(cells, dim)
+        )
         panels.append(_panel(run, dim, len(BETA0) - 1, 0, seeds))  # no annealing
         panels.append(_panel(run, dim, 0, len(DURATION) - 1, seeds))  # strongest annealing
-        _write(path, (json.dumps(report, indent=1) + "\n").encode())
-    _write(os.path.join(FIG, "flow_mode_masses.png"), mode_mass_figure(panels))
+        mc.write_file(path, (json.dumps(report, indent=1) + "\n").encode())
+    mc.write_file(os.path.join(FIG, "flow_mode_masses.png"), mode_mass_figure(panels))
 
 
 LONG_DURATION = [16.0, 32.0, 64.0]
@@ -233,7 +226,7 @@ def theory_long(dims, seeds, work):
             "p_collapse_ci": summary["p_collapse_ci"],
         }
         print(f"d = {dim}: theory, long durations: {summary['p_collapse']}", flush=True)
-    _write(path, (json.dumps(report, indent=1) + "\n").encode())
+    mc.write_file(path, (json.dumps(report, indent=1) + "\n").encode())
 
 
 def lipschitz(dims, seeds, progress):
@@ -309,8 +302,10 @@ def lipschitz(dims, seeds, progress):
             "flows": flows,
         }
         print(f"d = {dim}: {checks}", flush=True)
-    _write(os.path.join(RES, "flow_lipschitz.json"), (json.dumps(report, indent=1) + "\n").encode())
-    _write(os.path.join(FIG, "flow_lipschitz.png"), lipschitz_figure(report))
+    mc.write_file(
+        os.path.join(RES, "flow_lipschitz.json"), (json.dumps(report, indent=1) + "\n").encode()
+    )
+    mc.write_file(os.path.join(FIG, "flow_lipschitz.png"), lipschitz_figure(report))
 
 
 def main() -> None:

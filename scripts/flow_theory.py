@@ -28,7 +28,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 import tomllib
 
@@ -37,6 +36,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 
+import modecollapse as mc  # noqa: E402
 from modecollapse.figures import (  # noqa: E402
     flow_covered_figure,
     flow_law_figure,
@@ -52,15 +52,6 @@ FIG = os.path.join(ROOT, "docs", "figures")
 RES = os.path.join(ROOT, "benchmarks", "results")
 LEVEL = 0.1  # τ₁₀: P(collapse) ≤ 10%
 STABLE = 0.95
-
-
-def _write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _clean(obj):
@@ -90,9 +81,9 @@ def run_missing(names: list[str], work: str, progress: bool, folder: str = EXAMP
         print(f"{time.strftime('%H:%M:%S')} {name}: {len(plan.points)} cells ...", flush=True)
         result, figure = run_flow_sweep(plan, progress=progress)
         text = json.dumps(_clean(result), indent=1, allow_nan=False)
-        _write(os.path.join(out, "result.json"), (text + "\n").encode())
-        _write(os.path.join(out, "cells.csv"), cells_csv(result["cells"]).encode())
-        _write(os.path.join(out, "flow_sweep.png"), figure)
+        mc.write_file(os.path.join(out, "result.json"), (text + "\n").encode())
+        mc.write_file(os.path.join(out, "cells.csv"), cells_csv(result["cells"]).encode())
+        mc.write_file(os.path.join(out, "flow_sweep.png"), figure)
 
 
 def crossing(taus, ps, level: float) -> dict:
@@ -343,17 +334,17 @@ def main() -> None:
         ],
     }
     text = json.dumps(_clean(report), indent=1, allow_nan=False)
-    _write(os.path.join(RES, "flow_theory.json"), (text + "\n").encode())
+    mc.write_file(os.path.join(RES, "flow_theory.json"), (text + "\n").encode())
     for schedule, opt in itertools.product(("linear", "exponential"), ("sgd", "adam")):
         sub = [c for c in cells if c["schedule"] == schedule and c["optimizer"] == opt]
         if sub:
-            _write(
+            mc.write_file(
                 os.path.join(FIG, f"flow_theory_{schedule}_{opt}.png"),
                 flow_sweep_figure({"cells": sub}),
             )
     if law:
-        _write(os.path.join(FIG, "flow_theory_law.png"), flow_law_figure(law))
-        _write(
+        mc.write_file(os.path.join(FIG, "flow_theory_law.png"), flow_law_figure(law))
+        mc.write_file(
             os.path.join(FIG, "flow_theory_covered.png"), flow_covered_figure(covered_panels(cells))
         )
     print(

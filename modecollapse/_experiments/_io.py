@@ -9,20 +9,39 @@ from typing import Any
 import jax
 
 
+def write_file(path: str, data: bytes) -> None:
+    """Write one file atomically: a temporary name in the same folder (created), then a rename.
+
+    **Arguments:**
+
+    - `path`: the file; `data`: its bytes.
+
+    **Returns:** None. On any error nothing is left behind, and an older file stays as it was.
+
+    **Example:**
+    ```python
+    write_file("docs/figures/phase.png", png_bytes)
+    ```
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_outputs(out: str, files: dict[str, bytes]) -> None:
     """Write every file atomically (temporary name, then rename); everything is rendered first."""
     os.makedirs(out, exist_ok=True)
     for name, data in files.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, os.path.join(out, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_file(os.path.join(out, name), data)
 
 
 def to_json(obj: Any) -> bytes:
