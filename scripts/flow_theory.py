@@ -267,12 +267,79 @@ def checks(cells: list[dict], work: str, run: bool, progress: bool) -> dict:
     return out
 
 
+def _fmt_tau(c: dict) -> str:
+    return {"above": ">{:g}", "at_or_below": "≤{:g}"}.get(c["censored"] or "", "{:.0f}").format(
+        c["tau"]
+    )
+
+
+def markdown(cells: list[dict], law: list[dict]) -> str:
+    """The README's tables: P(collapse) per cell (SGD / Adam / theory) and τ₁₀ per line."""
+    lines = []
+    pick = {
+        (c["d"], tuple(c["target"]), c["schedule"], c["optimizer"], c["beta0"], c["tau"]): c
+        for c in cells
+    }
+
+    def p(d, target, schedule, opt, b0, tau, col="p_collapse"):
+        c = pick.get((d, target, schedule, opt, b0, tau))
+        return "–" if c is None or c[col] is None else f"{c[col]:.2f}"
+
+    dims = sorted({c["d"] for c in cells})
+    taus = sorted({c["tau"] for c in cells if c["tau"] > 0})
+    betas = sorted({c["beta0"] for c in cells if c["tau"] > 0})
+    for target in sorted({tuple(c["target"]) for c in cells}):
+        for schedule in ("linear", "exponential"):
+            w = "/".join(f"{x:g}" for x in target)
+            lines += [
+                f"P(collapse), ρ = {w}, {schedule}: SGD / Adam / theory",
+                "",
+                "| d | β0 | no annealing | " + " | ".join(f"τ = {t:g}" for t in taus) + " |",
+                "|---|---|---|" + "---|" * len(taus),
+            ]
+            for d in dims:
+                for b0 in betas:
+                    row = [
+                        " / ".join(
+                            [p(d, target, schedule, o, b, t) for o in ("sgd", "adam")]
+                            + [p(d, target, schedule, "sgd", b, t, "p_collapse_theory")]
+                        )
+                        for b, t in [(1.0, 0.0)] + [(b0, t) for t in taus]
+                    ]
+                    lines.append(f"| {d} | {b0:g} | " + " | ".join(row) + " |")
+            lines.append("")
+    for target in sorted({tuple(r["target"]) for r in law}):
+        w = "/".join(f"{x:g}" for x in target)
+        lines += [
+            f"τ₁₀ (NF9), ρ = {w}: SGD / Adam / theory",
+            "",
+            "| d | β0 | linear | exponential |",
+            "|---|---|---|---|",
+        ]
+        by = {
+            (r["d"], tuple(r["target"]), r["schedule"], r["optimizer"], r["beta0"]): r for r in law
+        }
+        for d in dims:
+            for b0 in betas:
+                cols = []
+                for schedule in ("linear", "exponential"):
+                    parts = []
+                    for opt, route in (("sgd", "flow"), ("adam", "flow"), ("sgd", "theory")):
+                        r = by.get((d, target, schedule, opt, b0))
+                        parts.append("–" if r is None else _fmt_tau(r[f"tau_10_{route}"]))
+                    cols.append(" / ".join(parts))
+                lines.append(f"| {d} | {b0:g} | " + " | ".join(cols) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--work", default=os.path.join(ROOT, "out", "flow_theory"))
     ap.add_argument("--only", default=None, help="comma-separated file names (default: all 16)")
     ap.add_argument("--checks-work", default=os.path.join(ROOT, "out", "flow_theory_checks"))
     ap.add_argument("--no-run", action="store_true", help="assemble the results already there")
+    ap.add_argument("--markdown", action="store_true", help="print the README tables")
     args = ap.parse_args()
     names = _names() if args.only is None else args.only.split(",")
     if not args.no_run:
@@ -347,6 +414,8 @@ def main() -> None:
         mc.write_file(
             os.path.join(FIG, "flow_theory_covered.png"), flow_covered_figure(covered_panels(cells))
         )
+    if args.markdown:
+        print(markdown(cells, law))
     print(
         f"{len(cells)} cells from {len(files)} files; {len(report['unstable_cells'])} cells "
         f"below stable fraction {STABLE}",
