@@ -299,8 +299,10 @@ def test_flow_law_and_covered_figures():
             "optimizer": opt,
             "beta0": 0.1,
             "taus": [4.0, 16.0, 64.0],
-            "tau_10_flow": {"tau": 64.0, "censored": "above" if d > 2 else None},
-            "tau_10_theory": {"tau": 4.0, "censored": "at_or_below"},
+            "p_collapse": [0.9, 0.5, None],
+            "p_collapse_theory": [0.4, 0.2, 0.1],
+            "p_unannealed": 0.95,
+            "p_unannealed_theory": 0.45,
         }
         for d in (2, 8)
         for opt in ("sgd", "adam")

@@ -312,25 +312,28 @@ def flow_sweep_figure(result: dict[str, Any]) -> bytes:
 
 
 def flow_law_figure(law: list[dict[str, Any]]) -> bytes:
-    """τ₁₀ (eq. (NF9)) against d: flows under SGD (solid) and Adam (dash-dot), the theory
-    (dashed); one colour per β0. Triangles: censored (▲ not reached by the longest τ, ▼ reached
-    already at the shortest)."""
+    """P(collapse) against d at the longest anneal (coloured, one colour per β0) and without
+    annealing (grey): flows under SGD (solid, filled), Adam (dash-dot) and the theory (dashed,
+    open). One panel per (schedule, target); the records are `laws` of the flow-theory report."""
     schedules = sorted({r["schedule"] for r in law}, key=lambda s: s != "linear")
     targets = sorted({tuple(r["target"]) for r in law})
     betas = sorted({r["beta0"] for r in law})
-    tau_min = min(min(r["taus"]) for r in law)
-    tau_max = max(max(r["taus"]) for r in law)
     fig, axes = plt.subplots(
         len(schedules),
         len(targets),
         figsize=(5 * len(targets), 3.8 * len(schedules)),
         squeeze=False,
     )
-    styles = {("flow", "sgd"): "-", ("flow", "adam"): "-.", ("theory", "sgd"): "--"}
+    styles = {
+        ("p_collapse", "sgd"): ("-", "flows, SGD"),
+        ("p_collapse", "adam"): ("-.", "flows, Adam"),
+        ("p_collapse_theory", "sgd"): ("--", "theory"),
+    }
     for (i, schedule), (j, target) in itertools.product(enumerate(schedules), enumerate(targets)):
         ax = axes[i, j]
-        for k, b0 in enumerate(betas):
-            for (route, opt), ls in styles.items():
+        tau = None
+        for (col, opt), (ls, name) in styles.items():
+            for k, b0 in enumerate(betas):
                 rows = sorted(
                     (
                         r
@@ -344,39 +347,38 @@ def flow_law_figure(law: list[dict[str, Any]]) -> bytes:
                 )
                 if not rows:
                     continue
-                d = np.array([r["d"] for r in rows], dtype=float)
-                cross = [r[f"tau_10_{route}"] for r in rows]
-                y = np.array(
-                    [
-                        c["tau"] * 1.4
-                        if c["censored"] == "above"
-                        else c["tau"] / 1.4
-                        if c["censored"] == "at_or_below"
-                        else c["tau"]
-                        for c in cross
-                    ]
+                tau = rows[0]["taus"][-1]
+                d = [r["d"] for r in rows]
+                y = [np.nan if r[col][-1] is None else r[col][-1] for r in rows]
+                mfc = "none" if col == "p_collapse_theory" else f"C{k}"
+                ax.plot(
+                    d,
+                    y,
+                    ls=ls,
+                    marker="o",
+                    mfc=mfc,
+                    color=f"C{k}",
+                    label=f"{name}, β0 = {b0:g}, τ = {tau:g}",
                 )
-                name = "theory" if route == "theory" else f"flows, {opt}"
-                ax.plot(d, y, color=f"C{k}", ls=ls, lw=1.2, label=f"{name}, β0 = {b0:g}")
-                for x, yy, c in zip(d, y, cross):
-                    marker = {"above": "^", "at_or_below": "v"}.get(c["censored"] or "", "o")
+                if k == 0:
+                    base = "p_unannealed" if col == "p_collapse" else "p_unannealed_theory"
+                    y0 = [np.nan if r[base] is None else r[base] for r in rows]
                     ax.plot(
-                        x,
-                        yy,
-                        marker=marker,
-                        color=f"C{k}",
-                        ms=5,
-                        mfc="none" if route == "theory" else f"C{k}",
+                        d,
+                        y0,
+                        ls=ls,
+                        marker="s",
+                        mfc="none" if mfc == "none" else "0.5",
+                        color="0.5",
+                        label=f"{name}, no annealing",
                     )
-        ax.axhspan(tau_max * 1.2, tau_max * 1.7, color="0.92", zorder=0)
-        ax.axhspan(tau_min / 1.7, tau_min / 1.2, color="0.92", zorder=0)
+        ax.axhline(0.1, color="k", lw=0.5, ls=":")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.set_ylim(tau_min / 1.8, tau_max * 1.8)
+        ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("d")
-        ax.set_ylabel("τ₁₀: τ with P(collapse) ≤ 10%")
+        ax.set_ylabel("P(collapse)")
         weights = "/".join(f"{w:g}" for w in target)
-        ax.set_title(f"{schedule}, ρ = {weights} (shaded: censored)", fontsize=9)
+        ax.set_title(f"{schedule}, ρ = {weights}: longest anneal vs none", fontsize=9)
         if i == 0 and j == 0:
             ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
