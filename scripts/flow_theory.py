@@ -148,9 +148,11 @@ def clock_map(law: list[dict]) -> list[dict]:
             continue
         a = by[(d, target, schedule, b0, "adam")]
         hs, ha = r["tau_half_flow"], a["tau_half_flow"]
-        ratio = None
+        ratio = bound = None
         if hs and ha and hs["censored"] is None and ha["censored"] is None:
             ratio = ha["tau"] / hs["tau"]
+        elif hs and ha and hs["censored"] is None and ha["censored"] == "above":
+            bound = ha["tau"] / hs["tau"]  # Adam has not halved P by the longest τ
         out.append(
             {
                 "d": d,
@@ -160,6 +162,7 @@ def clock_map(law: list[dict]) -> list[dict]:
                 "tau_half_sgd": hs,
                 "tau_half_adam": ha,
                 "adam_over_sgd": ratio,
+                "adam_over_sgd_at_least": bound,
                 "tau_half_theory": r["tau_half_theory"],
             }
         )
