@@ -218,6 +218,43 @@ def covered_panels(cells: list[dict]) -> list[dict]:
     return panels
 
 
+def explain(c: dict) -> str:
+    """Why a cell's stable fraction (NF8) is below 0.95, from the label changes in the window."""
+    n = c["seeds"]
+    failed = c["labels"].get("failed", 0)
+    times, cov = c["times"], c["covered_fraction"]
+    w0 = next(i for i, t in enumerate(times) if t >= 0.8 * times[-1])
+    lost, gained = c.get("window_lost"), c.get("window_gained")
+    if lost is None:  # older records: the net change of the covered fraction over the window
+        net = round((cov[-1] - cov[w0]) * (n - failed))
+        lost, gained = max(-net, 0), max(net, 0)
+        counted = "flows (net)"
+    else:
+        counted = "flows"
+    flips = round((1.0 - c["stable_fraction"]) * n) - failed
+    parts = []
+    if lost > 0 and lost >= 3 * gained:
+        parts.append(
+            f"late mass loss still under way: {lost} {counted} lost a mode in the last 20% of "
+            f"training, {gained} regained one, so P(collapse) = {c['p_collapse']:.2f} is a lower "
+            "bound on the final value"
+        )
+    elif gained > 0 and gained >= 3 * lost:
+        parts.append(
+            f"late recovery still under way: {gained} {counted} regained a mode, {lost} lost one, "
+            f"so P(collapse) = {c['p_collapse']:.2f} is an upper bound on the final value"
+        )
+    else:
+        parts.append(
+            f"borderline flicker: {flips} flows changed label and back or both ways ({lost} lost, "
+            f"{gained} regained); their minor-mode mass sits near 0.1·ρ_j, where the 1024-sample "
+            "mass estimate flips the label (NF8)"
+        )
+    if failed:
+        parts.append(f"{failed} failed (non-finite) flows count as unstable")
+    return "; ".join(parts)
+
+
 _CELL = ("d", "target", "schedule", "optimizer", "learning_rate", "beta0", "tau", "t_end")
 _SHOWN = ("p_collapse", "ci", "p_collapse_theory", "stable_fraction", "mean_final_kl", "labels")
 
@@ -360,7 +397,10 @@ def main() -> None:
             key = (tuple(c["target"]), c["beta0"], c["tau"])
             if key not in seen:
                 seen.add(key)
-                cells.append({**c, "file": f"examples/flow_theory/{name}.toml"})
+                c = {**c, "file": f"examples/flow_theory/{name}.toml"}
+                if c["stable_fraction"] < STABLE:
+                    c["stability_note"] = explain(c)
+                cells.append(c)
         files[name] = {
             k: result[k]
             for k in ("flow_seconds", "theory_seconds", "flow_steps", "flow_steps_per_second")
@@ -399,6 +439,7 @@ def main() -> None:
                     "labels",
                 )
             }
+            | {"explanation": explain(c)}
             for c in cells
             if c["stable_fraction"] < STABLE
         ],
