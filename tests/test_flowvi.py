@@ -239,7 +239,7 @@ chunk = 64
 
 [sweep.parameters]
 "annealing.beta0" = [0.2, 1.0]
-"annealing.duration" = [0.2, 0.4]
+"annealing.duration" = [0.2, 0.21]
 {extra_parameters}
 """
     path = tmp_path / "grid.toml"
@@ -256,12 +256,13 @@ def test_flow_sweep_cells(tmp_path, capsys):
     cells = result["cells"]
     assert [(c["beta0"], c["tau"]) for c in cells] == [
         (0.2, 0.2),
-        (0.2, 0.4),
+        (0.2, 0.21),
         (1.0, 0.0),
         (1.0, 0.0),
     ]
-    # each cell trains to τ + settle; record-count multiples of the learning rate
-    assert [c["steps"] for c in cells] == [51, 72, 30, 30]
+    # each cell trains to τ + settle, in whole record intervals: both τ round to 51 steps (one
+    # compiled batch of two schedules), β0 = 1 to 30
+    assert [c["steps"] for c in cells] == [51, 51, 30, 30]
     assert all(c["t_end"] == pytest.approx(c["steps"] * 0.01) for c in cells)
     for c in cells:
         assert c["seeds"] == 3 and sum(c["labels"].values()) == 3
