@@ -348,10 +348,13 @@ def markdown(cells: list[dict], law: list[dict]) -> str:
                     ]
                     lines.append(f"| {d} | {b0:g} | " + " | ".join(row) + " |")
             lines.append("")
-    for target in sorted({tuple(r["target"]) for r in law}):
+    for target, (key, name) in itertools.product(
+        sorted({tuple(r["target"]) for r in law}),
+        (("tau_10", "τ₁₀"), ("tau_half", "τ½ (half the unannealed P)")),
+    ):
         w = "/".join(f"{x:g}" for x in target)
         lines += [
-            f"τ₁₀ (NF9), ρ = {w}: SGD / Adam / theory",
+            f"{name} (NF9), ρ = {w}: SGD / Adam / theory",
             "",
             "| d | β0 | linear | exponential |",
             "|---|---|---|---|",
@@ -366,7 +369,8 @@ def markdown(cells: list[dict], law: list[dict]) -> str:
                     parts = []
                     for opt, route in (("sgd", "flow"), ("adam", "flow"), ("sgd", "theory")):
                         r = by.get((d, target, schedule, opt, b0))
-                        parts.append("–" if r is None else _fmt_tau(r[f"tau_10_{route}"]))
+                        c = None if r is None else r[f"{key}_{route}"]
+                        parts.append("–" if c is None else _fmt_tau(c))
                     cols.append(" / ".join(parts))
                 lines.append(f"| {d} | {b0:g} | " + " | ".join(cols) + " |")
         lines.append("")
