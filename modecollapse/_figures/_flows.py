@@ -237,6 +237,19 @@ def mode_mass_figure(panels: list[dict[str, Any]]) -> bytes:
     return png(fig)
 
 
+def _weights(target) -> str:
+    return "/".join(f"{w:g}" for w in target)
+
+
+def _collapse_axes(ax, xlabel: str, title: str) -> None:
+    """A P(collapse) axis: [0, 1], the 10% level dotted, labels and title."""
+    ax.axhline(0.1, color="k", lw=0.5, ls=":")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("P(collapse)")
+    ax.set_title(title, fontsize=9)
+
+
 def flow_sweep_figure(result: dict[str, Any]) -> bytes:
     """P(collapse) against the annealing time τ: flows (solid, Wilson 95% bars) and the theory
     (dashed), one line per β0; cells without annealing (β0 = 1) as horizontal lines. One panel
@@ -299,12 +312,11 @@ def flow_sweep_figure(result: dict[str, Any]) -> bytes:
             if taus:
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(taus, [f"{t:g}" for t in taus])
-            ax.axhline(0.1, color="k", lw=0.5, ls=":")
-            ax.set_ylim(-0.03, 1.03)
-            ax.set_xlabel("annealing time τ (flow time, NF6)")
-            ax.set_ylabel("P(collapse)")
-            weights = "/".join(f"{w:g}" for w in target)
-            ax.set_title(f"d = {d}, ρ = {weights}, {schedule}, {optimizer}", fontsize=9)
+            _collapse_axes(
+                ax,
+                "annealing time τ (flow time, NF6)",
+                f"d = {d}, ρ = {_weights(target)}, {schedule}, {optimizer}",
+            )
             if i == 0 and j == 0:
                 ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
@@ -372,13 +384,8 @@ def flow_law_figure(law: list[dict[str, Any]]) -> bytes:
                         color="0.5",
                         label=f"{name}, no annealing",
                     )
-        ax.axhline(0.1, color="k", lw=0.5, ls=":")
         ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("d")
-        ax.set_ylabel("P(collapse)")
-        weights = "/".join(f"{w:g}" for w in target)
-        ax.set_title(f"{schedule}, ρ = {weights}: longest anneal vs none", fontsize=9)
+        _collapse_axes(ax, "d", f"{schedule}, ρ = {_weights(target)}: longest anneal vs none")
         if i == 0 and j == 0:
             ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
