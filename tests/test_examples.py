@@ -61,3 +61,17 @@ def test_flow_theory_file_is_a_flow_sweep(path):
     for p in plan.points:
         assert p.t_end == pytest.approx(p.flow.learning_rate * mc.flow_steps(p))
         assert p.t_end >= mc.flow_annealing_time(p) + base.flow.settle - 1e-9
+
+
+CHECKS = sorted(
+    (pathlib.Path(__file__).parent.parent / "examples" / "flow_theory_checks").glob("*.toml")
+)
+
+
+@pytest.mark.parametrize("path", CHECKS, ids=lambda p: p.stem)
+def test_flow_theory_check_is_a_flow_sweep(path):
+    from modecollapse.jobs import flow_sweep_plan
+
+    with open(path, "rb") as f:
+        plan = flow_sweep_plan(tomllib.load(f))
+    assert plan.base.flow is not None and plan.base.flow.settle and plan.points
