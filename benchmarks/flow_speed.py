@@ -1,5 +1,5 @@
-"""Flow-VI throughput and the cheapest correct settings for scripts/flow_theory.py (issue: flows
-against the theory at d up to 128; docs/theory.md §15c).
+"""Flow-VI throughput and the cheapest correct settings for scripts/flow_theory.py (flows against
+the theory at d up to 128; docs/theory.md §15).
 
 Measured side by side in one run, RealNVP with 4 coupling layers of width 32, float32, 128 seeds
 vmapped in one compiled training (as the flow sweeps run them), the ±4e₁ target with weights

@@ -1,5 +1,5 @@
 """RealNVP flows against the Gaussian-mixture theory at d ∈ {2, 8, 32, 128}, with long annealing
-and converged labels (README "Flows against the theory at scale", docs/theory.md §15c).
+and converged labels (README "Flows against the theory at scale", docs/theory.md §15).
 
 The experiments are the 16 files examples/flow_theory/d{d}_{schedule}_{optimizer}.toml: each is a
 `modecollapse flow` sweep over two targets (±4e₁, weights 0.6/0.4 and 0.8/0.2), β0 ∈ {0.1, 0.3, 1}

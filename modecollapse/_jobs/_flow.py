@@ -255,14 +255,14 @@ def _cell_flows(plan: SweepPlan, progress: bool) -> tuple[list[dict[str, Any]], 
         masses = np.asarray(run.masses).reshape(len(cells), seeds, *run.masses.shape[1:])
         kl = np.asarray(run.kl).reshape(len(cells), seeds)
         rho = np.asarray(target.weights)
+        # the window of (NF8): which way its label changes went, loss of a mode or regain
+        w0 = int(np.argmax(np.asarray(run.times) >= 0.8 * float(run.times[-1])))
         for i, r in enumerate(members):
             ok = label[i] != label_index(Label.failed)
             n_ok = int(ok.sum())
             collapsed = int((ok & (label[i] != label_index(Label.covered))).sum())
             lo, hi = wilson_interval(collapsed, n_ok)
             covered_t = np.all(masses[i] > thresholds.coverage * rho, axis=-1)  # (seeds, r)
-            # the window of (NF8): how its label changes went, loss of a mode or regain
-            w0 = int(np.argmax(np.asarray(run.times) >= 0.8 * float(run.times[-1])))
             finite = np.isfinite(masses[i]).all(axis=(-2, -1))
             cov_final = (label[i] == label_index(Label.covered)) & np.isfinite(kl[i])
             per_run[r] = {
@@ -275,7 +275,9 @@ def _cell_flows(plan: SweepPlan, progress: bool) -> tuple[list[dict[str, Any]], 
                 },
                 "labels": {name: int((label[i] == k).sum()) for k, name in enumerate(LABELS)},
                 "stable_fraction": float(stable[i].mean()),
-                "mean_final_kl": float(np.nanmean(kl[i])) if np.isfinite(kl[i]).any() else None,
+                "mean_final_kl": (
+                    float(kl[i][np.isfinite(kl[i])].mean()) if np.isfinite(kl[i]).any() else None
+                ),
                 "times": _nested(run.times),
                 "mean_masses": _nested(masses[i][finite].mean(0)) if finite.any() else None,
                 # capacity: how well the flows that cover both modes fit (KL among them)
@@ -293,7 +295,7 @@ def _cell_flows(plan: SweepPlan, progress: bool) -> tuple[list[dict[str, Any]], 
 def run_flow_sweep(
     plan: SweepPlan, *, theory: bool = True, progress: bool = False
 ) -> tuple[dict[str, Any], bytes]:
-    """Flows and the theory on every cell of a grid (docs/theory.md, §15c).
+    """Flows and the theory on every cell of a grid (docs/theory.md §15, flow cells).
 
     Every cell trains `[sweep] seeds` flows with the same seed ids (common random numbers: equal
     initialisations and particles across cells) for `flow_steps` steps, and, with `theory`, runs
