@@ -224,12 +224,12 @@ def explain(c: dict) -> str:
     failed = c["labels"].get("failed", 0)
     times, cov = c["times"], c["covered_fraction"]
     w0 = next(i for i, t in enumerate(times) if t >= 0.8 * times[-1])
-    lost, gained = c.get("window_lost"), c.get("window_gained")
-    if lost is None:  # older records: the net change of the covered fraction over the window
+    if c.get("window_lost") is None:  # older records: the covered fraction's net change
         net = round((cov[-1] - cov[w0]) * (n - failed))
         lost, gained = max(-net, 0), max(net, 0)
         counted = "flows (net)"
     else:
+        lost, gained = int(c["window_lost"]), int(c["window_gained"])
         counted = "flows"
     flips = round((1.0 - c["stable_fraction"]) * n) - failed
     parts = []
