@@ -92,6 +92,15 @@ def crossing(taus, ps, level: float) -> dict:
     return {"tau": tau, "censored": censored}
 
 
+def _distinct(cells: list[dict]) -> list[dict]:
+    """One cell per (target, β0, τ) of a file: β0 = 1 appears once per τ of the grid, and those
+    cells are one shared run (`run_flow_sweep`)."""
+    seen: dict[tuple, dict] = {}
+    for c in cells:
+        seen.setdefault((tuple(c["target"]), c["beta0"], c["tau"]), c)
+    return list(seen.values())
+
+
 def _key(c) -> tuple:
     return (c["d"], tuple(c["target"]), c["schedule"], c["optimizer"])
 
@@ -274,7 +283,7 @@ def checks(cells: list[dict], work: str, run: bool, progress: bool) -> dict:
         with open(path) as f:
             result = json.load(f)
         rows = []
-        for c in result["cells"]:
+        for c in _distinct(result["cells"]):
             key = ("d", "target", "schedule", "beta0", "tau")
             peers = [m for m in cells if all(m[k] == c[k] for k in key)]
             rows.append(
@@ -292,17 +301,10 @@ def checks(cells: list[dict], work: str, run: bool, progress: bool) -> dict:
                     ),
                 }
             )
-        # β0 = 1 cells repeat per τ: keep one
-        seen, unique = set(), []
-        for r in rows:
-            k = (tuple(r["target"]), r["beta0"], r["tau"])
-            if k not in seen:
-                seen.add(k)
-                unique.append(r)
         out[name] = {
             "file": f"examples/flow_theory_checks/{name}.toml",
             "flow_seconds": result["flow_seconds"],
-            "cells": unique,
+            "cells": rows,
         }
     return out
 
@@ -396,15 +398,11 @@ def main() -> None:
             continue
         with open(path) as f:
             result = json.load(f)
-        seen = set()
-        for c in result["cells"]:  # β0 = 1 appears once per τ of the grid: one shared run
-            key = (tuple(c["target"]), c["beta0"], c["tau"])
-            if key not in seen:
-                seen.add(key)
-                c = {**c, "file": f"examples/flow_theory/{name}.toml"}
-                if c["stable_fraction"] < STABLE:
-                    c["stability_note"] = explain(c)
-                cells.append(c)
+        for c in _distinct(result["cells"]):
+            c = {**c, "file": f"examples/flow_theory/{name}.toml"}
+            if c["stable_fraction"] < STABLE:
+                c["stability_note"] = explain(c)
+            cells.append(c)
         files[name] = {
             k: result[k]
             for k in ("flow_seconds", "theory_seconds", "flow_steps", "flow_steps_per_second")
