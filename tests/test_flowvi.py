@@ -9,7 +9,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from modecollapse._annealing._schedules import LinearSchedule, NoAnnealing
+from modecollapse._annealing._schedules import LinearSchedule, NoAnnealing, annealing_time
 from modecollapse._cli import main
 from modecollapse._experiments._config import (
     DEFAULT_FLOW_TOML,
@@ -220,6 +220,10 @@ def test_flow_steps_from_settle():
     assert flow_steps(parse_experiment(raw)) == 501  # 5 / 0.01 rounded up to a multiple of 3
     raw["annealing"] = {"kind": "exponential", "beta0": 0.1, "rate": 0.5}
     assert flow_annealing_time(parse_experiment(raw)) == pytest.approx(6.0)  # 3 / rate (A2)
+    # the same τ as the schedules' own rule (A2), which the jax-free config cannot import
+    assert flow_annealing_time(parse_experiment(raw)) == pytest.approx(
+        annealing_time("exponential", {"beta0": 0.1, "rate": 0.5})
+    )
     # the file written back (`config --show`, result.json) parses to the same experiment
     assert parse_experiment(tomllib.loads(experiment_toml(exp))) == exp
     assert "steps" not in exp.to_dict()["flow"]

@@ -589,7 +589,7 @@ def flow_annealing_time(exp: Experiment) -> float:
     a = exp.annealing
     if a.kind == "none" or a.beta0 == 1.0:
         return 0.0
-    if a.rate is not None:
+    if a.rate is not None:  # the factor 3 of `_annealing._schedules.EXP_FACTOR` (jax-free here)
         return 3.0 / a.rate
     assert a.duration is not None  # parse_experiment requires one of the two
     return float(a.duration)
