@@ -25,10 +25,11 @@ on the heat equation ∂E[f]/∂mean = E[∇f], ∂E[f]/∂cov = ½ E[∇²f] (e
 """
 
 import functools
+import itertools
 import math
 import statistics
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import equinox as eqx
 import jax
@@ -173,22 +174,53 @@ def _two_point(mean: Array, cov: Array) -> tuple[Array, Array]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The default rule for n ≥ 3: one logit integrated in closed form (G5), a breakpoint-graded line
-# rule along the widest remaining direction (G6), a tensor Gauss–Hermite or QMC rule across it.
+# The graded rule for n ≥ 3: one logit integrated in closed form (G5), a breakpoint-graded line
+# rule along the widest remaining direction (G6), for n ≥ 4 a second graded line rule along the
+# next widest one, graded at the marginal features (G8), and tensor Gauss–Hermite across the
+# n − 4 narrowest directions that remain for n ≥ 5.
 # ---------------------------------------------------------------------------------------------
 
-# Line rule (G6): z ∈ [−_LINE_HALF_WIDTH, _LINE_HALF_WIDTH], `_LINE_BACKGROUND` uniform panels, and
-# around every pairwise tie z* the endpoints z* and z* ± w·`_LINE_GRADING` (w the tie's width in
-# z); Gauss–Legendre with `_LINE_ORDER` nodes per panel. The error estimate repeats the line with
-# `_LINE_ORDER − 1` nodes (eq. (G7)).
-_LINE_HALF_WIDTH = 6.5
-_LINE_BACKGROUND = 10
-_LINE_GRADING = (1.0, 3.0, 9.0, 27.0)
-_LINE_ORDER = 5
-# Rule across the line, for the n − 3 remaining directions (the smaller variances): tensor
-# Gauss–Hermite with (nodes per dimension, nodes of the coarser rule of the estimate (G7)) by n.
-_TRANSVERSE = {4: (16, 10), 5: (8, 5), 6: (5, 3), 7: (4, 3), 8: (3, 2)}
-_TRANSVERSE_LARGE_N = (3, 2)
+
+class _Resolution(NamedTuple):
+    """The static settings of the graded rule (G6), (G8).
+
+    Line rule (G6): z ∈ [−`half_width`, `half_width`], `background` uniform panels, and around
+    every pairwise tie z* the endpoints z* and z* ± w·`grading` (w the tie's width in z);
+    Gauss–Legendre with `order` nodes per panel. The outer line (G8), for n ≥ 4: the same with
+    `outer_background`, `outer_grading` and `outer_order`, at the ties' and the triple points'
+    marginal positions. Across both (n ≥ 5): tensor Gauss–Hermite with `transverse[n]` nodes per
+    dimension.
+    """
+
+    order: int = 5
+    background: int = 10
+    grading: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)
+    outer_order: int = 5
+    outer_background: int = 10
+    outer_grading: tuple[float, ...] = (1.0, 4.0, 16.0)
+    transverse: tuple[tuple[int, int], ...] = ((5, 6), (6, 4), (7, 3), (8, 2))
+    half_width: float = 6.5
+
+    def transverse_nodes(self, n: int) -> int:
+        return dict(self.transverse).get(n, min(dict(self.transverse).values()))
+
+
+_DEFAULT_RESOLUTION = _Resolution()
+# The lower-order rules of the error estimate (G7): one Gauss–Legendre node fewer per panel on
+# each line, and fewer Gauss–Hermite nodes across (n ≥ 5).
+_FEWER_INNER = _DEFAULT_RESOLUTION._replace(order=4)
+_FEWER_OUTER = _DEFAULT_RESOLUTION._replace(outer_order=4)
+_COARSE_ACROSS = _DEFAULT_RESOLUTION._replace(transverse=((5, 4), (6, 3), (7, 2), (8, 1)))
+# Every resolution raised: the self-convergence check `refined_softmax_stats`.
+_REFINED = _Resolution(
+    order=9,
+    background=24,
+    grading=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+    outer_order=9,
+    outer_background=24,
+    outer_grading=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+    transverse=((5, 10), (6, 6), (7, 4), (8, 3)),
+)
 
 
 @functools.cache
@@ -196,47 +228,94 @@ def _legendre(k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.polynomial.legendre.leggauss(k)
 
 
-@functools.cache
-def _transverse_rule(dim: int, coarse: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes (M, dim) and weights (M,) for E over N(0, I_dim) across the line; dim = n − 3."""
-    if dim == 0:
-        return np.zeros((1, 0)), np.ones(1)
-    fine, fewer = _TRANSVERSE.get(dim + 3, _TRANSVERSE_LARGE_N)
-    return tensor_gauss_hermite(dim, fewer if coarse else fine)
+def _graded_nodes(centers: Array, widths: Array, order: int, background: int, grading, half):
+    """Panels of [−half, half]: `background` uniform ones, every centre and centre ± width·grading.
+
+    Returns the panel endpoints, and Gauss–Legendre nodes (P,) with weights (P,) for E over
+    N(0, 1) restricted to [−half, half], normalised to sum to one.
+    """
+    dtype = centers.dtype
+    steps = jnp.asarray(np.concatenate([-np.asarray(grading), grading]), dtype)
+    uniform = jnp.asarray(np.linspace(-half, half, background + 1), dtype)
+    ends = jnp.concatenate([uniform, centers, (centers[:, None] + widths[:, None] * steps).ravel()])
+    ends = jnp.sort(jnp.clip(ends, -half, half))
+    mid, hw = 0.5 * (ends[1:] + ends[:-1]), 0.5 * (ends[1:] - ends[:-1])
+    t, wl = (jnp.asarray(a, dtype) for a in _legendre(order))
+    z = (mid[:, None] + hw[:, None] * t).ravel()
+    weights = (hw[:, None] * wl).ravel() * jnp.exp(-0.5 * z * z)
+    return ends, z, weights / jnp.sum(weights)
 
 
-def _line_rule(alpha: Array, beta: Array, width: Array, order: int):
+def _pairs(x: Array) -> Array:
+    iu = np.triu_indices(x.shape[0], 1)
+    return (x[:, None] - x[None, :])[iu]
+
+
+def _line_rule(alpha: Array, beta: Array, width: Array, res: _Resolution):
     """The graded line rule (G6) for logits α + β z, z ~ N(0, 1).
 
     Returns nodes (P,), weights (P,) summing to one, and E[max_k(α_k + β_k z)] in closed form.
     """
-    n = alpha.shape[0]
     dtype = alpha.dtype
-    iu = np.triu_indices(n, 1)
-    d_alpha = (alpha[:, None] - alpha[None, :])[iu]
-    d_beta = (beta[:, None] - beta[None, :])[iu]
+    iu = np.triu_indices(alpha.shape[0], 1)
+    d_alpha, d_beta = _pairs(alpha), _pairs(beta)
     # A tie whose two logits are parallel along the line has no crossing: park it outside.
     crossing = jnp.abs(d_beta) > jnp.sqrt(jnp.finfo(dtype).tiny)
     d_beta = jnp.where(crossing, d_beta, 1.0)
-    ties = jnp.where(crossing, -d_alpha / d_beta, 2.0 * _LINE_HALF_WIDTH)
+    ties = jnp.where(crossing, -d_alpha / d_beta, 2.0 * res.half_width)
     w = jnp.where(crossing, width[iu] / jnp.abs(d_beta), 1.0)
-    grading = jnp.asarray(np.concatenate([-np.asarray(_LINE_GRADING), _LINE_GRADING]), dtype)
-    background = jnp.asarray(
-        np.linspace(-_LINE_HALF_WIDTH, _LINE_HALF_WIDTH, _LINE_BACKGROUND + 1), dtype
+    ends, z, weights = _graded_nodes(
+        ties, w, res.order, res.background, res.grading, res.half_width
     )
-    ends = jnp.concatenate([background, ties, (ties[:, None] + w[:, None] * grading).ravel()])
-    ends = jnp.sort(jnp.clip(ends, -_LINE_HALF_WIDTH, _LINE_HALF_WIDTH))
-    mid, half = 0.5 * (ends[1:] + ends[:-1]), 0.5 * (ends[1:] - ends[:-1])
-    t, wl = (jnp.asarray(a, dtype) for a in _legendre(order))
-    z = (mid[:, None] + half[:, None] * t).ravel()
-    weights = (half[:, None] * wl).ravel() * jnp.exp(-0.5 * z * z)
     # The upper envelope max_k(α_k + β_k z) is linear on every panel (every tie is an endpoint),
     # so its expectation is closed form; the first and last panels extend to ∓∞.
+    mid = 0.5 * (ends[1:] + ends[:-1])
     top = jnp.argmax(alpha[:, None] + beta[:, None] * mid[None, :], axis=0)
     cdf = (0.5 * jax.lax.erfc(-ends / math.sqrt(2.0))).at[0].set(0.0).at[-1].set(1.0)
     pdf = (jnp.exp(-0.5 * ends * ends) / math.sqrt(2.0 * math.pi)).at[0].set(0.0).at[-1].set(0.0)
     e_max = jnp.sum(alpha[top] * (cdf[1:] - cdf[:-1]) + beta[top] * (pdf[:-1] - pdf[1:]))
-    return z, weights / jnp.sum(weights), e_max
+    return z, weights, e_max
+
+
+def _outer_rule(alpha: Array, outer: Array, inner: Array, width: Array, res: _Resolution):
+    """The outer graded line rule (G8) for logits α + outer·y + inner·z, z ~ N(0, 1) inside.
+
+    The marginal integrand in y (the inner line integrated) has features at each pair's tie
+    centre −Δα/Δouter, of width √(w² + Δinner²)/|Δouter| (the tie layer seen through the inner
+    Gaussian), and at each triple point's y, where the upper envelope changes (a jump in its
+    second derivative), of width min w / max |Δouter|. Returns nodes (P,) and weights (P,).
+    """
+    n = alpha.shape[0]
+    dtype = alpha.dtype
+    tiny = jnp.sqrt(jnp.finfo(dtype).tiny)
+    iu = np.triu_indices(n, 1)
+    d_alpha, d_out, d_in = _pairs(alpha), _pairs(outer), _pairs(inner)
+    crossing = jnp.abs(d_out) > tiny
+    d_safe = jnp.where(crossing, d_out, 1.0)
+    centers = [jnp.where(crossing, -d_alpha / d_safe, 2.0 * res.half_width)]
+    widths = [jnp.where(crossing, jnp.sqrt(width[iu] ** 2 + d_in**2) / jnp.abs(d_safe), 1.0)]
+    triples = np.array(list(itertools.combinations(range(n), 3)))
+    i, j, k = triples.T
+    a1, a2 = alpha[i] - alpha[j], alpha[i] - alpha[k]
+    o1, o2, o3 = outer[i] - outer[j], outer[i] - outer[k], outer[j] - outer[k]
+    i1, i2 = inner[i] - inner[j], inner[i] - inner[k]
+    det = o1 * i2 - o2 * i1
+    # A triple whose tie lines are parallel in the plane has no point: park it outside.
+    point = jnp.abs(det) > 1e-12 * jnp.sqrt((o1**2 + i1**2) * (o2**2 + i2**2)) + tiny
+    det = jnp.where(point, det, 1.0)
+    narrow = jnp.minimum(jnp.minimum(width[i, j], width[i, k]), width[j, k])
+    steep = jnp.maximum(jnp.maximum(jnp.abs(o1), jnp.abs(o2)), jnp.abs(o3))
+    centers.append(jnp.where(point, (a2 * i1 - a1 * i2) / det, 2.0 * res.half_width))
+    widths.append(jnp.where(point, narrow / jnp.maximum(steep, tiny), 1.0))
+    _, y, weights = _graded_nodes(
+        jnp.concatenate(centers),
+        jnp.concatenate(widths),
+        res.outer_order,
+        res.outer_background,
+        res.outer_grading,
+        res.half_width,
+    )
+    return y, weights
 
 
 def _swap_last(n: int, c: int) -> np.ndarray:
@@ -267,8 +346,8 @@ def _conditional(cov: Array, c: int):
     return jnp.maximum(S[-1, -1] - jnp.sum(b * b), 0.0), A, b
 
 
-def _softmax_rule(mean: Array, cov: Array, order: int, coarse: bool, lse_only: bool):
-    """(E[LSE], E[π], E[ππᵀ]) by eqs. (G5)–(G6) for n ≥ 3 (primal; no derivative rule)."""
+def _softmax_rule(mean: Array, cov: Array, res: _Resolution, lse_only: bool):
+    """(E[LSE], E[π], E[ππᵀ]) by eqs. (G5), (G6), (G8) for n ≥ 3 (primal; no derivative rule)."""
     n = mean.shape[0]
     dtype = mean.dtype
     cov = 0.5 * (cov + cov.T)
@@ -279,27 +358,25 @@ def _softmax_rule(mean: Array, cov: Array, order: int, coarse: bool, lse_only: b
     perm = jnp.asarray(np.stack([_swap_last(n, k) for k in range(n)]))[c]
     m = mean[perm]
     # Logits relative to logit 0, affine in z ∈ R^{n−2}: rows 0, the others, then c's mean.
+    # Columns of B ascend in variance: the last is the line (G6), the one before the outer line.
     alpha = jnp.concatenate([jnp.zeros((1,), dtype), m[1:] - m[0]])
     B = jnp.concatenate([jnp.zeros((1, n - 2), dtype), A, b[None]], 0)
     # Tie widths: 1 between two logits, √(1 + v_c) against c's smoothed conditional mean.
     soft = jnp.sqrt(1.0 + v_c)
     width = jnp.ones((n, n), dtype).at[-1, :].set(soft).at[:, -1].set(soft)
-    y_nodes, y_weights = (jnp.asarray(a, dtype) for a in _transverse_rule(n - 3, coarse))
 
-    def along_line(y):
-        a = alpha + B[:, :-1] @ y
+    def along_line(a):
         beta = B[:, -1]
-        z, w, e_max = _line_rule(a, beta, width, order)
+        z, w, e_max = _line_rule(a, beta, width, res)
         logits = a[:, None] + beta[:, None] * z  # (n, P)
         rest = jax.nn.logsumexp(logits[:-1], axis=0)
         t = logits[-1] - rest
         # (G5): LSE = LSE(rest) + softplus(ℓ_c − LSE(rest)); its upper envelope is exact (G6).
         # E[softplus], E[σ], E[σ'] of ℓ_c − LSE(rest) at one (t, v_c): one joint kernel call (I5).
         moments = sigmoid_moments((-1,) if lse_only else (-1, 0, 1), t, v_c)
-        sp = moments[0]
-        lse = e_max + jnp.dot(w, rest + sp - jnp.max(logits, axis=0))
+        lse = e_max + jnp.dot(w, rest + moments[0] - jnp.max(logits, axis=0))
         if lse_only:
-            return lse, None, None
+            return lse
         s0, s1 = moments[1], moments[2]
         rho = jax.nn.softmax(logits[:-1], axis=0)
         resp = jnp.concatenate([rho @ (w * (1.0 - s0)), jnp.dot(w, s0)[None]])
@@ -310,15 +387,28 @@ def _softmax_rule(mean: Array, cov: Array, order: int, coarse: bool, lse_only: b
         outer = outer.at[-1, -1].set(jnp.dot(w, s0 - s1))
         return lse, resp, outer
 
-    lse, resp, outer = jax.vmap(along_line)(y_nodes)
-    lse = m[0] + jnp.dot(y_weights, lse)
+    def across_plane(a):
+        # (G8): the outer line along column −2, the inner line (G6) along column −1.
+        y, wy = _outer_rule(a, B[:, -2], B[:, -1], width, res)
+        values = jax.vmap(lambda u: along_line(a + B[:, -2] * u))(y)
+        return jax.tree.map(lambda v: jnp.tensordot(wy, v, axes=1), values)
+
+    if n == 3:
+        inside, across = along_line, 0
+    else:
+        inside, across = across_plane, n - 4
+    if across:
+        nodes, weights = tensor_gauss_hermite(across, res.transverse_nodes(n))
+        y_nodes, y_weights = jnp.asarray(nodes, dtype), jnp.asarray(weights, dtype)
+    else:
+        y_nodes, y_weights = jnp.zeros((1, 0), dtype), jnp.ones((1,), dtype)
+    values = jax.vmap(lambda y: inside(alpha + B[:, :across] @ y))(y_nodes)
+    values = jax.tree.map(lambda v: jnp.tensordot(y_weights, v, axes=1), values)
     if lse_only:
-        return lse
-    assert resp is not None and outer is not None
+        return m[0] + values
+    lse, resp, outer = values
     inv = jnp.argsort(perm)
-    resp = jnp.dot(y_weights, resp)[inv]
-    outer = jnp.tensordot(y_weights, outer, axes=1)[inv][:, inv]
-    return lse, resp, outer
+    return m[0] + lse, resp[inv], outer[inv][:, inv]
 
 
 # The rule `expected_softmax_stats` / `expected_lse` use by default for n logits: the graded rule
@@ -346,10 +436,11 @@ def default_softmax_rule(n: int) -> str:
 
 
 def refined_softmax_stats(mean: Float[Array, " n"], cov: Float[Array, "n n"]):
-    """The graded rule (G5)–(G7) with every resolution raised: a self-convergence reference.
+    """The graded rule (G5)–(G8) with every resolution raised: a self-convergence check.
 
-    Line panels of 9 Gauss–Legendre nodes, 24 background panels, finer grading at the ties, and
-    denser transverse Gauss–Hermite. Much slower than the default; for checking it only.
+    Line panels of 9 Gauss–Legendre nodes, 24 background panels and finer grading at the ties on
+    both lines, and denser Gauss–Hermite across them (n ≥ 5). Much slower than the default; for
+    checking only. It is the same method, so it is not an independent reference.
 
     **Arguments:** `mean`, `cov`: the Gaussian law of the logits (n ≥ 3).
 
@@ -360,24 +451,12 @@ def refined_softmax_stats(mean: Float[Array, " n"], cov: Float[Array, "n n"]):
     lse, resp, outer = refined_softmax_stats(jnp.zeros(4), jnp.eye(4))
     ```
     """
-    global _LINE_ORDER, _LINE_BACKGROUND, _LINE_GRADING
-    saved = (_LINE_ORDER, _LINE_BACKGROUND, _LINE_GRADING, dict(_TRANSVERSE))
-    _LINE_ORDER, _LINE_BACKGROUND = 9, 24
-    _LINE_GRADING = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-    _TRANSVERSE.update({4: (40, 40), 5: (16, 16), 6: (8, 8), 7: (5, 5), 8: (4, 4)})
-    _transverse_rule.cache_clear()
-    try:
-        return _softmax_rule(jnp.asarray(mean), jnp.asarray(cov), 9, False, False)
-    finally:
-        _LINE_ORDER, _LINE_BACKGROUND, _LINE_GRADING, transverse = saved
-        _TRANSVERSE.clear()
-        _TRANSVERSE.update(transverse)
-        _transverse_rule.cache_clear()
+    return _softmax_rule(jnp.asarray(mean), jnp.asarray(cov), _REFINED, False)
 
 
 @jax.custom_jvp
 def _stats(mean: Array, cov: Array) -> tuple[Array, Array, Array]:
-    return cast(tuple[Array, Array, Array], _softmax_rule(mean, cov, _LINE_ORDER, False, False))
+    return cast(tuple[Array, Array, Array], _softmax_rule(mean, cov, _DEFAULT_RESOLUTION, False))
 
 
 @_stats.defjvp
@@ -387,7 +466,7 @@ def _stats_jvp(primals, tangents):
     mean, cov = primals
     dmean, dcov = tangents
     dcov = 0.5 * (dcov + dcov.T)
-    rule = lambda m: _softmax_rule(m, cov, _LINE_ORDER, False, False)  # noqa: E731
+    rule = lambda m: _softmax_rule(m, cov, _DEFAULT_RESOLUTION, False)  # noqa: E731
     out, first = jax.jvp(rule, (mean,), (dmean,))
     eye = jnp.eye(mean.shape[0], dtype=mean.dtype)
 
@@ -402,7 +481,7 @@ def _stats_jvp(primals, tangents):
 
 @jax.custom_jvp
 def _lse(mean: Array, cov: Array) -> Array:
-    return cast(Array, _softmax_rule(mean, cov, _LINE_ORDER, False, True))
+    return cast(Array, _softmax_rule(mean, cov, _DEFAULT_RESOLUTION, True))
 
 
 @_lse.defjvp
@@ -545,11 +624,11 @@ def softmax_stats_error(
     floor = jax.tree.map(lambda v: floor_rel * (1.0 + jnp.abs(v)), value)
     if n <= 2:
         return floor
-    fewer = _softmax_rule(mean, cov, _LINE_ORDER - 1, False, False)
-    across = _softmax_rule(mean, cov, _LINE_ORDER, True, False) if n >= 4 else value
-    est = jax.tree.map(
-        lambda v, a, b, f: jnp.abs(v - a) + jnp.abs(v - b) + f, value, fewer, across, floor
-    )
+    lower = [_FEWER_INNER] + [_FEWER_OUTER] * (n >= 4) + [_COARSE_ACROSS] * (n >= 5)
+    est = floor
+    for res in lower:
+        other = _softmax_rule(mean, cov, res, False)
+        est = jax.tree.map(lambda e, v, o: e + jnp.abs(v - o), est, value, other)
     if _resolve_rule(n, None, rule) == "legacy":
         legacy = expected_softmax_stats(mean, cov, rule="legacy")
         est = jax.tree.map(lambda e, v, g: e + jnp.abs(v - g), est, legacy, value)
