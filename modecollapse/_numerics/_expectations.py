@@ -12,8 +12,9 @@ J − 1 logit differences δ = ℓ_{1:} − ℓ_0 (eq. (G2)):
 - J = 2: one-dimensional, computed to ~1e-10 by `sigmoid_moment` (eqs. (I1)–(I4));
 - J ≥ 3 (`rule="graded"`, the default for J = 3, 4): one logit integrated in closed form given
   the others by the 1-D kernel (G5), the widest remaining direction by a Gauss–Legendre line
-  rule graded towards every pairwise tie with the upper envelope in closed form (G6), the other
-  directions by tensor Gauss–Hermite; `softmax_stats_error` estimates the error from
+  rule graded towards every pairwise tie with the upper envelope in closed form (G6), for
+  J = 4, 5 the next widest by a second graded line at the marginal ties and triple points (G8),
+  the other directions by tensor Gauss–Hermite; `softmax_stats_error` estimates the error from
   lower-order rules (G7);
 - legacy (`rule="legacy"` or `nodes` an int; the default for J ≥ 5, where the graded rule costs
   15–230× more): tensor Gauss–Hermite over δ (J = 3, 4), symmetrised Halton (J ≥ 5, eq. (G4));
@@ -188,8 +189,9 @@ class _Resolution(NamedTuple):
     every pairwise tie z* the endpoints z* and z* ± w·`grading` (w the tie's width in z);
     Gauss–Legendre with `order` nodes per panel. The outer line (G8), for n ≥ 4: the same with
     `outer_background`, `outer_grading` and `outer_order`, at the ties' and the triple points'
-    marginal positions. Across both (n ≥ 5): tensor Gauss–Hermite with `transverse[n]` nodes per
-    dimension.
+    marginal positions. Across the lines: tensor Gauss–Hermite with `transverse[n]` nodes per
+    dimension, over the n − 4 narrowest directions for n = 5 (two lines) and the n − 3 narrowest
+    for n ≥ 6 (one line: the second line's cost grows like n⁵, docs/theory.md, §8).
     """
 
     order: int = 5
@@ -198,7 +200,7 @@ class _Resolution(NamedTuple):
     outer_order: int = 5
     outer_background: int = 10
     outer_grading: tuple[float, ...] = (1.0, 4.0, 16.0)
-    transverse: tuple[tuple[int, int], ...] = ((5, 6), (6, 4), (7, 3), (8, 2))
+    transverse: tuple[tuple[int, int], ...] = ((5, 6), (6, 5), (7, 4), (8, 3))
     half_width: float = 6.5
 
     def transverse_nodes(self, n: int) -> int:
@@ -206,11 +208,16 @@ class _Resolution(NamedTuple):
 
 
 _DEFAULT_RESOLUTION = _Resolution()
+# The outer line (G8) is used for n = 4, 5; beyond, its O(n³) triple points make it too costly.
+_OUTER_LINE_MAX_N = 5
 # The lower-order rules of the error estimate (G7): one Gauss–Legendre node fewer per panel on
 # each line, and fewer Gauss–Hermite nodes across (n ≥ 5).
 _FEWER_INNER = _DEFAULT_RESOLUTION._replace(order=4)
 _FEWER_OUTER = _DEFAULT_RESOLUTION._replace(outer_order=4)
-_COARSE_ACROSS = _DEFAULT_RESOLUTION._replace(transverse=((5, 4), (6, 3), (7, 2), (8, 1)))
+_COARSE_ACROSS = _DEFAULT_RESOLUTION._replace(transverse=((5, 4), (6, 3), (7, 3), (8, 2)))
+# The estimate multiplies each difference by this factor: unscaled, the smallest ratio
+# estimate/error over the stored 4-logit references was 0.78 (docs/theory.md, §8, (G7)).
+_SAFETY = 4.0
 # Every resolution raised: the self-convergence check `refined_softmax_stats`.
 _REFINED = _Resolution(
     order=9,
@@ -219,7 +226,7 @@ _REFINED = _Resolution(
     outer_order=9,
     outer_background=24,
     outer_grading=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
-    transverse=((5, 10), (6, 6), (7, 4), (8, 3)),
+    transverse=((5, 10), (6, 8), (7, 5), (8, 4)),
 )
 
 
@@ -393,10 +400,10 @@ def _softmax_rule(mean: Array, cov: Array, res: _Resolution, lse_only: bool):
         values = jax.vmap(lambda u: along_line(a + B[:, -2] * u))(y)
         return jax.tree.map(lambda v: jnp.tensordot(wy, v, axes=1), values)
 
-    if n == 3:
-        inside, across = along_line, 0
-    else:
+    if 4 <= n <= _OUTER_LINE_MAX_N:
         inside, across = across_plane, n - 4
+    else:
+        inside, across = along_line, n - 3
     if across:
         nodes, weights = tensor_gauss_hermite(across, res.transverse_nodes(n))
         y_nodes, y_weights = jnp.asarray(nodes, dtype), jnp.asarray(weights, dtype)
@@ -412,8 +419,9 @@ def _softmax_rule(mean: Array, cov: Array, res: _Resolution, lse_only: bool):
 
 
 # The rule `expected_softmax_stats` / `expected_lse` use by default for n logits: the graded rule
-# (G5)–(G6) where its measured cost is within ~10× the legacy rule's (n = 3, 4), the legacy rule
-# (G4) where the graded one costs 15–230× more (n ≥ 5; docs/theory.md, §8, measured table).
+# (G5)–(G8), accurate to 1e-7 on every kind of covariance, for n = 3, 4; the legacy rule (G4) for
+# n ≥ 5, where the graded one costs seconds per evaluation and still misses 2e-6 on full-rank,
+# large-variance cases (docs/theory.md, §8, measured table).
 _DEFAULT_RULE = {3: "graded", 4: "graded"}
 
 
@@ -501,7 +509,7 @@ def expected_lse(
     *,
     rule: str | None = None,
 ) -> Float[Array, ""]:
-    """E[logsumexp(ℓ)] for ℓ ~ N(mean, cov) (eqs. (G2), (G5)–(G6), (I2)).
+    """E[logsumexp(ℓ)] for ℓ ~ N(mean, cov) (eqs. (G2), (G5)–(G8), (I2)).
 
     Exact derivatives: the `jax.custom_jvp` is the heat equation (G3),
     ∂/∂mean = E[π], ∂/∂cov = ½ (diag E[π] − E[ππᵀ]), with the same rule's statistics; finite
@@ -514,10 +522,11 @@ def expected_lse(
     - `nodes`: an int selects the legacy tensor Gauss–Hermite rule (G4) with that many nodes per
       dimension (n = 3, 4; the legacy 4096-point QMC rule for n ≥ 5), kept for reproducing older
       runs; `None` (default): the default rule for this n (see `rule`).
-    - `rule`: `None` (default) picks by n: the graded rule (G5)–(G6) for n = 3, 4, the legacy
+    - `rule`: `None` (default) picks by n: the graded rule (G5)–(G8) for n = 3, 4, the legacy
       rule (G4) for n ≥ 5, where the graded rule costs 15–230× more per evaluation
-      (docs/theory.md, §8, measured table). `"graded"` forces (G5)–(G6) (measured absolute error
-      ≤ 1e-8 at n = 3; for n ≥ 4 see §8), `"legacy"` forces (G4).
+      (docs/theory.md, §8, measured table). `"graded"` forces (G5)–(G8) (measured absolute error
+      ≤ 1e-7 at n = 3, 4 on every kind of covariance; for n ≥ 5 see §8), `"legacy"` forces
+      (G4).
 
     **Returns:** a scalar.
 
@@ -545,11 +554,12 @@ def expected_softmax_stats(
     *,
     rule: str | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]:
-    """E[LSE(ℓ)], E[π(ℓ)], E[π(ℓ) π(ℓ)ᵀ] for ℓ ~ N(mean, cov), π = softmax (eqs. (G5)–(G6)).
+    """E[LSE(ℓ)], E[π(ℓ)], E[π(ℓ) π(ℓ)ᵀ] for ℓ ~ N(mean, cov), π = softmax (eqs. (G5)–(G8)).
 
     n = 1, 2 are exact (the 1-D kernel, eqs. (I1)–(I3)); n ≥ 3 integrates one logit in closed
-    form given the others (G5) and the rest by a breakpoint-graded line rule (G6) (the default
-    for n = 3, 4; measured absolute error ≤ 1e-8 on every entry at n = 3), the legacy rule (G4)
+    form given the others (G5) and the rest by breakpoint-graded line rules (G6), (G8) (the
+    default for n = 3, 4; measured absolute error ≤ 1e-7 on every entry at n = 3, 4), the legacy
+    rule (G4)
     by default for n ≥ 5 (cost; docs/theory.md, §8; `softmax_stats_error` estimates the error).
     Differentiable: the graded rule's `jax.custom_jvp` is the heat equation (G3) with
     ∂_cov = ½ ∂²_mean, so no derivative goes through a factorisation of `cov`.
@@ -591,14 +601,15 @@ def softmax_stats_error(
 ) -> tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]:
     """An estimate of the absolute error of `expected_softmax_stats(mean, cov, rule=rule)` (G7).
 
-    For the graded rule (G5)–(G6) (the default for n = 3, 4): the rule is repeated with one
-    Gauss–Legendre node fewer per panel of the line, and (n ≥ 4) with the coarser rule across the
-    line; the estimate is the sum of the two differences, plus a floor
-    max(1e-10, 100 ε)·(1 + |value|) (the 1-D kernel's accuracy and rounding). For the legacy rule
-    (the default for n ≥ 5) it is |legacy − graded| plus the graded rule's estimate. For n ≤ 2
-    (exact 1-D kernel) it is the floor alone. Measured to bound the true error of the graded rule
-    on hard cases at n = 3 and for rank-one covariances; for full-rank n ≥ 4 with large variances
-    it can underestimate (docs/theory.md, §8). It costs about three evaluations of the graded
+    For the graded rule (G5)–(G8) (the default for n = 3, 4): the rule is repeated with one
+    Gauss–Legendre node fewer per panel of the inner line, (n = 4, 5) of the outer line, and
+    (n ≥ 5) with the coarser Gauss–Hermite rule across the lines; the estimate is 4 × the sum of
+    the differences (a safety factor), plus a floor max(1e-10, 100 ε)·(1 + |value|) (the 1-D kernel's accuracy and
+    rounding). For the legacy rule (the default for n ≥ 5) it is |legacy − graded| plus the
+    graded rule's estimate. For n ≤ 2 (exact 1-D kernel) it is the floor alone. Measured to bound
+    the true error of the graded rule on every hard case at n = 3, 4 and for rank-one
+    covariances; for full-rank n ≥ 5 with large variances it can underestimate (docs/theory.md,
+    §8). It costs two to four evaluations of the graded
     rule. Not differentiable (a diagnostic).
 
     **Arguments:**
@@ -624,11 +635,12 @@ def softmax_stats_error(
     floor = jax.tree.map(lambda v: floor_rel * (1.0 + jnp.abs(v)), value)
     if n <= 2:
         return floor
-    lower = [_FEWER_INNER] + [_FEWER_OUTER] * (n >= 4) + [_COARSE_ACROSS] * (n >= 5)
+    nested = 4 <= n <= _OUTER_LINE_MAX_N
+    lower = [_FEWER_INNER] + [_FEWER_OUTER] * nested + [_COARSE_ACROSS] * (n >= 5)
     est = floor
     for res in lower:
         other = _softmax_rule(mean, cov, res, False)
-        est = jax.tree.map(lambda e, v, o: e + jnp.abs(v - o), est, value, other)
+        est = jax.tree.map(lambda e, v, o: e + _SAFETY * jnp.abs(v - o), est, value, other)
     if _resolve_rule(n, None, rule) == "legacy":
         legacy = expected_softmax_stats(mean, cov, rule="legacy")
         est = jax.tree.map(lambda e, v, g: e + jnp.abs(v - g), est, legacy, value)
