@@ -199,7 +199,7 @@ class _Resolution(NamedTuple):
     grading: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)
     outer_order: int = 5
     outer_background: int = 10
-    outer_grading: tuple[float, ...] = (1.0, 4.0, 16.0)
+    outer_grading: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)
     transverse: tuple[tuple[int, int], ...] = ((5, 6), (6, 5), (7, 4), (8, 3))
     half_width: float = 6.5
 
