@@ -1,5 +1,5 @@
 """Lane refill: a batch of N adaptive solves stepped by L lanes, a lane that finishes its
-trajectory taking the next one (docs/theory.md, §13, "Lane refill").
+trajectory taking the next one (docs/theory.md, §10, "Lane refill").
 
 `jax.vmap` of `diffeqsolve` runs its while loop until the slowest member is done, so a batch
 costs max(steps) per member. Here L lanes step in lock-step inside one `jax.lax.while_loop`;
@@ -138,7 +138,7 @@ def integrate_lanes(
     `y0[n]` with `args[n]`, saves `save(t, y, args[n])` at `ts[n]` and ends at `ts[n, -1]`. At
     most `lanes` trajectories are stepped at once; a lane whose trajectory is done takes the next
     one. The steps, saved records, `num_steps` and `result` of every trajectory are those of
-    `integrate` (docs/theory.md, §13, "Lane refill"): a trajectory that needs more than
+    `integrate` (docs/theory.md, §10, "Lane refill"): a trajectory that needs more than
     `options.max_steps` steps is reported as `max_steps_reached`, and one whose step interval has
     collapsed (empty or NaN: the state went non-finite) is reported so at once, with the
     `num_steps` that `diffeqsolve` would reach by spinning to `max_steps`. Forward only (one
