@@ -65,7 +65,7 @@ class _Out(eqx.Module):
     num_steps: Array
 
 
-def _take(tree: Any, i: Array) -> Any:
+def _take(tree: Any, i: Array | int) -> Any:
     return jax.tree.map(lambda a: a[i] if eqx.is_array(a) else a, tree)
 
 
@@ -129,7 +129,7 @@ def integrate_lanes(
     save: Callable[[Any, Any, Any], Any],
     *,
     lanes: int,
-    breakpoints: Breakpoints = (),
+    breakpoints: Breakpoints | Float[Array, "n b"] = (),
     final: Callable[[Any], Any] = lambda y: y,
 ) -> tuple[Trajectory, Int[Array, ""]]:
     """Integrate N independent ODEs dy/dt = vector_field(t, y, args) with L lanes that refill.
@@ -313,12 +313,10 @@ def integrate_lanes(
     zero = jnp.zeros((), jnp.int32)
     init = (load(jnp.arange(width, dtype=jnp.int32)), out, zero + width, zero)
     _, out, _, iterations = _while(lambda c: jnp.any(c[0].index < n), body, init)
-    traj = Trajectory(
-        ts=ts,
-        **out.saved,
-        result=out.result,
-        num_steps=out.num_steps,
-        final=jax.vmap(final)(out.final),
-    )
+    traj = jax.vmap(
+        lambda t, saved, result, steps, y: Trajectory(
+            ts=t, **saved, result=result, num_steps=steps, final=final(y)
+        )
+    )(ts, out.saved, out.result, out.num_steps, out.final)
     return traj, iterations
 
