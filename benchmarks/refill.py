@@ -15,7 +15,6 @@ device's share). Writes benchmarks/results/refill.json.
 """
 
 import os
-import sys
 
 import modecollapse as mc  # noqa: E402  (importing initialises no jax backend)
 

@@ -67,7 +67,14 @@ def _vmapped_theory(specs, options):
     def one(state0, stats, schedule, rates, dim, ts, divergence, key):
         del key
         return solve_theory(
-            state0, stats, schedule, ts, dim=dim, rates=rates, options=options, divergence=divergence
+            state0,
+            stats,
+            schedule,
+            ts,
+            dim=dim,
+            rates=rates,
+            options=options,
+            divergence=divergence,
         )
 
     return jax.vmap(one)(*specs)
@@ -109,9 +116,9 @@ def _schedule_problem(n: int):
     state0, stats, _, rates, dim, ts, divergence, _ = specs
     durations = jnp.linspace(3.0, 15.0, n)
     schedules = jax.vmap(lambda d: mc.LinearSchedule(jnp.asarray(0.2), d))(durations)
-    args = jax.vmap(
-        lambda st, sc, r, d, dv: _theory_args(st, sc, r, d, SolverOptions(), dv)
-    )(stats, schedules, rates, dim, divergence)
+    args = jax.vmap(lambda st, sc, r, d, dv: _theory_args(st, sc, r, d, SolverOptions(), dv))(
+        stats, schedules, rates, dim, divergence
+    )
     return state0, args, ts, durations
 
 
@@ -134,9 +141,9 @@ def test_lanes_step_onto_breakpoints(shared):
         _theory_field, state0, args, ts, options, theory_save, lanes=4, breakpoints=breakpoints
     )
     _assert_same(traj, reference)
-    plain = eqx.filter_jit(jax.vmap(lambda y0, a, t: integrate(_theory_field, y0, a, t, options, theory_save)))(
-        state0, args, ts
-    )
+    plain = eqx.filter_jit(
+        jax.vmap(lambda y0, a, t: integrate(_theory_field, y0, a, t, options, theory_save))
+    )(state0, args, ts)
     assert np.any(np.asarray(plain.num_steps) != np.asarray(traj.num_steps))  # the kinks count
 
 

@@ -160,9 +160,8 @@ def integrate_lanes(
 
     **Example:**
     ```python
-    trajs, iterations = integrate_lanes(lambda t, y, a: -a * y, jnp.ones(100), jnp.linspace(1, 3, 100),
-                                        jnp.tile(jnp.linspace(0, 1, 5), (100, 1)), SolverOptions(),
-                                        lambda t, y, a: dict(y=y), lanes=16)
+    # y0s, args, ts: batched over N trajectories; field and save as for `integrate`
+    trajs, iterations = integrate_lanes(field, y0s, args, ts, SolverOptions(), save, lanes=64)
     ```
     """
     if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
@@ -190,7 +189,9 @@ def integrate_lanes(
         )
         tnext = jnp.minimum(tnext, t[-1])
         solver_state = _primed_state(solver, terms, t[0], tnext, y, a)
-        return _Start(y, tnext, solver_state, controller_state, t[-1], _prev_floats(t[-1], _END_ULPS))
+        return _Start(
+            y, tnext, solver_state, controller_state, t[-1], _prev_floats(t[-1], _END_ULPS)
+        )
 
     starts = eqx.filter_vmap(start)(jnp.arange(n))
 
@@ -263,9 +264,7 @@ def integrate_lanes(
             go = pending(k)
             records = eqx.filter_vmap(record)(old, dense_info, k)
             row = jnp.where(go, old.index, n)
-            saved = jax.tree.map(
-                lambda buf, r: buf.at[row, k].set(r, mode="drop"), saved, records
-            )
+            saved = jax.tree.map(lambda buf, r: buf.at[row, k].set(r, mode="drop"), saved, records)
             return k + go.astype(k.dtype), saved
 
         return jax.lax.while_loop(lambda c: jnp.any(pending(c[0])), body, (k, saved))
@@ -299,9 +298,7 @@ def integrate_lanes(
         lanes_ = _select(done, load(index), new)
         return lanes_, out, queue + jnp.sum(done, dtype=jnp.int32), iterations + 1
 
-    saved_struct = jax.eval_shape(
-        lambda: save(ts[0, 0], _take(y0, 0), _take(args, 0))
-    )
+    saved_struct = jax.eval_shape(lambda: save(ts[0, 0], _take(y0, 0), _take(args, 0)))
     out = _Out(
         saved=jax.tree.map(
             lambda s: jnp.full((n, n_saves) + s.shape, jnp.inf, s.dtype), saved_struct
@@ -319,4 +316,3 @@ def integrate_lanes(
         )
     )(ts, out.saved, out.result, out.num_steps, out.final)
     return traj, iterations
-

@@ -362,6 +362,7 @@ def _on_each_device(fn, specs):
 @eqx.filter_jit
 def _full_chunk(specs, options, thresholds, lanes=0):
     del lanes  # the full route keeps plain vmap (docs/theory.md, §10, "Lane refill")
+
     def one(family, target, schedule, rates, estimator, ts, key):
         traj = solve_full(
             family, target, schedule, ts, rates=rates, estimator=estimator, options=options
