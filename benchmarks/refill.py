@@ -5,13 +5,13 @@ For each committed example (one cell of its sweep, the first values, `--batch` s
 chunk): the compiled chunk of `modecollapse sweep` (solve and every metric, sharded over one CPU
 device per core, as `run_sweep` runs it) with `[simulation] lanes = 0` (one plain vmap) and with
 lane refill at each of `--lanes` (trajectories stepped together per device). Reported: the
-throughput ratio refill / plain (median of `--repeats` calls, compilation excluded; absolute
-times on a shared 2-core machine are not meaningful), mean and max steps, and the waste
-lane-steps executed / sum of trajectory steps: per device, plain vmap executes share × max(steps
-of the share), refill lanes × its loop's iterations (measured with `solve_theory_lanes` on each
-device's share). Writes benchmarks/results/refill.json.
+throughput ratio refill / plain (median of `--repeats` calls, the variants timed in turn,
+compilation excluded; absolute times on a shared 2-core machine are not meaningful), mean and
+max steps, and the waste lane-steps executed / sum of trajectory steps: per device, plain vmap
+executes share × max(steps of the share), refill lanes × its loop's iterations (measured with
+`solve_theory_lanes` on each device's share). Writes benchmarks/results/refill.json.
 
-    python benchmarks/refill.py [--batch 1024] [--lanes 32,64,128,256] [--repeats 3]
+    python benchmarks/refill.py [--batch 1024] [--lanes 64,128] [--repeats 5]
 """
 
 import os
@@ -50,14 +50,17 @@ def _raw(name, batch, lanes):
     return raw
 
 
-def _median_seconds(fn, args, repeats):
-    out = jax.block_until_ready(fn(*args))  # compile
-    times = []
+def _interleaved_seconds(calls, repeats):
+    """Median seconds of each call, timed in turn (one of each per round) so that the load of
+    a shared machine drifts over all of them alike; the first round compiles."""
+    outs = [jax.block_until_ready(fn(*a)) for fn, a in calls]
+    times = [[] for _ in calls]
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), out
+        for k, (fn, a) in enumerate(calls):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            times[k].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times], outs
 
 
 def _iterations(plan, lanes, n_devices):
@@ -87,8 +90,8 @@ def _iterations(plan, lanes, n_devices):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1024, help="trajectories per chunk")
-    parser.add_argument("--lanes", default="32,64,128,256", help="lanes per device to measure")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lanes", default="64,128", help="lanes per device to measure")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--examples", default=",".join(EXAMPLES))
     parser.add_argument("--out", default="benchmarks/results/refill.json")
     args = parser.parse_args()
@@ -107,9 +110,13 @@ def main():
         plain_plan = mc.plan_sweep(_raw(name, args.batch, 0), "theory")
         specs = mc.sweep_inputs(plain_plan, np.arange(args.batch), shard=True)
         options = mc.sweep_solver_options(plain_plan)
-        t_plain, (out_plain, steps) = _median_seconds(
-            mc.sweep_chunk(plain_plan), (specs, options), args.repeats
+        plans = [plain_plan] + [
+            mc.plan_sweep(_raw(name, args.batch, lanes), "theory") for lanes in choices
+        ]
+        seconds, outs = _interleaved_seconds(
+            [(mc.sweep_chunk(p), (specs, options)) for p in plans], args.repeats
         )
+        t_plain, (out_plain, steps) = seconds[0], outs[0]
         steps = np.asarray(steps, float)
         shares = steps.reshape(n_dev, share)
         entry = {
@@ -119,11 +126,7 @@ def main():
             "plain_waste": float(share * shares.max(1).sum() / steps.sum()),
             "refill": [],
         }
-        for lanes in choices:
-            plan = mc.plan_sweep(_raw(name, args.batch, lanes), "theory")
-            t, (out, steps_lanes) = _median_seconds(
-                mc.sweep_chunk(plan), (specs, options), args.repeats
-            )
+        for lanes, plan, t, (out, steps_lanes) in zip(choices, plans[1:], seconds[1:], outs[1:]):
             iterations = _iterations(plan, lanes, n_dev)
             width = min(lanes, share)
             entry["refill"].append(
