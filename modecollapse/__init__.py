@@ -66,6 +66,7 @@ from ._dynamics._solve import SolverOptions as SolverOptions
 from ._dynamics._theory import (
     pullback_vector_field as pullback_vector_field,
     solve_theory as solve_theory,
+    solve_theory_lanes as solve_theory_lanes,
     theory_vector_field as theory_vector_field,
 )
 from ._estimators._estimators import (

@@ -115,6 +115,48 @@ class SolverOptions(eqx.Module):
 Breakpoints = tuple[float, ...] | Float[Array, " b"] | None
 
 
+def jump_times(breakpoints: Breakpoints) -> Float[Array, " b"] | None:
+    """The kinks an adaptive solve steps onto: the positive entries of a tuple (as
+    `AbstractSchedule.breakpoints` gives), an array as it is, or None when there are none.
+
+    **Example:** `jump_times((0.0, 20.0))  # Array([20.])`
+    """
+    if isinstance(breakpoints, tuple):
+        jumps = [b for b in breakpoints if b > 0]
+        return jnp.asarray(jumps) if jumps else None
+    return breakpoints
+
+
+def adaptive_solver(
+    options: SolverOptions, breakpoints: Breakpoints = ()
+) -> tuple[dfx.AbstractSolver, dfx.AbstractStepSizeController]:
+    """The adaptive solver and step-size controller of `options`: the solver by name and a
+    PID controller at (rtol, atol), clipped onto the kinks `breakpoints` (`jump_times`) when
+    there are any. The one construction that `integrate`, `integrate_final` and the lane loop
+    (`integrate_lanes`) share.
+
+    **Arguments:**
+
+    - `options`: solver name and tolerances.
+    - `breakpoints`: as for `integrate`.
+
+    **Returns:** `(solver, controller)`.
+
+    **Example:**
+    ```python
+    solver, controller = adaptive_solver(SolverOptions(), (20.0,))
+    ```
+    """
+    solver = SOLVERS[options.solver]()
+    controller: dfx.AbstractStepSizeController = dfx.PIDController(
+        rtol=options.rtol, atol=options.atol
+    )
+    jumps = jump_times(breakpoints)
+    if jumps is not None:
+        controller = dfx.ClipStepSizeController(controller, jump_ts=jumps)
+    return solver, controller
+
+
 def _diffeqsolve(
     vector_field: Callable[[Any, Any, Any], Any],
     y0: Any,
@@ -132,13 +174,7 @@ def _diffeqsolve(
         controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize()
         dt0 = fixed_step
     else:
-        solver = SOLVERS[options.solver]()
-        controller = dfx.PIDController(rtol=options.rtol, atol=options.atol)
-        if isinstance(breakpoints, tuple):
-            jumps = [b for b in breakpoints if b > 0]
-            breakpoints = jnp.asarray(jumps) if jumps else None
-        if breakpoints is not None:
-            controller = dfx.ClipStepSizeController(controller, jump_ts=breakpoints)
+        solver, controller = adaptive_solver(options, breakpoints)
         dt0 = None
     meter = dfx.TqdmProgressMeter() if options.progress else dfx.NoProgressMeter()
     return dfx.diffeqsolve(

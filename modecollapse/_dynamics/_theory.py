@@ -7,7 +7,7 @@ The right-hand side is the hand-derived one; it shares no code with the autodiff
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._annealing._schedules import AbstractSchedule
 from .._numerics._dtypes import as_float
@@ -15,6 +15,7 @@ from .._numerics._expectations import expected_softmax_stats
 from .._objective import AbstractDivergence, ReverseKL
 from .._summary import GramState, TargetStatistics, Trajectory, record
 from ._rates import LearningRates
+from ._refill import integrate_lanes
 from ._solve import SolverOptions, integrate
 
 
@@ -184,9 +185,57 @@ def solve_theory(
     return integrate(
         _theory_field,
         state,
-        (target, schedule, rates, dim, TheoryStatic(options.quadrature, divergence)),
+        _theory_args(target, schedule, rates, dim, options, divergence),
         ts,
         options,
         theory_save,
+        breakpoints=schedule.breakpoints,
+    )
+
+
+def _theory_args(target, schedule, rates, dim, options, divergence):
+    return (target, schedule, rates, dim, TheoryStatic(options.quadrature, divergence))
+
+
+@eqx.filter_jit
+def solve_theory_lanes(
+    state: GramState,
+    target: TargetStatistics,
+    schedule: AbstractSchedule,
+    ts: Float[Array, "n t"],
+    *,
+    dim: Float[ArrayLike, " n"],
+    rates: LearningRates,
+    options: SolverOptions = SolverOptions(),
+    divergence: AbstractDivergence = ReverseKL(),
+    lanes: int = 256,
+) -> tuple[Trajectory, Int[Array, ""]]:
+    """`solve_theory` for a batch of N trajectories, stepped by `lanes` lanes that refill
+    (`integrate_lanes`; docs/theory.md, §10, "Lane refill").
+
+    Each trajectory equals `jax.vmap(solve_theory)` of the same inputs (the same accepted steps;
+    saved records to rounding), at about mean rather than max steps per trajectory. As under
+    `vmap`, the schedule's parameters are traced, so its kinks are resolved by step rejection.
+
+    **Arguments:** as `solve_theory`, every array leaf batched over a leading axis N (`dim` and
+    `rates` too); `lanes`: trajectories stepped at once.
+
+    **Returns:** `(trajectories, iterations)`: a `Trajectory` batched over N and the number of
+    lock-step iterations.
+
+    **Example:**
+    ```python
+    trajs, _ = solve_theory_lanes(states, stats, schedules, ts, dim=dims, rates=rates, lanes=64)
+    ```
+    """
+    dim = jnp.asarray(dim, dtype=state.R.dtype)
+    return integrate_lanes(
+        _theory_field,
+        state,
+        _theory_args(target, schedule, rates, dim, options, divergence),
+        ts,
+        options,
+        theory_save,
+        lanes=lanes,
         breakpoints=schedule.breakpoints,
     )

@@ -140,7 +140,9 @@ class SimulationConfig:
     documented defaults (`SIMULATION_DEFAULTS`): `rtol` 1e-7, `atol` 1e-9 (the PID controller of
     the adaptive solvers), `solver` "tsit5", `max_steps` 100 000, `particles` 1024, `step` 0.01
     (the Euler step of the fixed-step `mc-fresh` routes), `chunk` none (one chunk),
-    `quadrature_nodes` none (the rule's default) and `precision` "float64".
+    `quadrature_nodes` none (the rule's default), `precision` "float64" and `lanes` 128 (the
+    theory sweep's lane refill, docs/theory.md §10: trajectories stepped together on each device;
+    0 steps a chunk as one plain vmap).
     """
 
     full: bool
@@ -154,6 +156,7 @@ class SimulationConfig:
     quadrature_nodes: int | None = None
     chunk: int | None = None
     precision: str = "float64"
+    lanes: int = 128
 
 
 SIMULATION_DEFAULTS = SimulationConfig(full=False, estimator="exact")
@@ -452,6 +455,7 @@ def parse_experiment(data: dict[str, Any]) -> Experiment:
         ),
         chunk=st.integer("chunk", low=1) if "chunk" in st.data else None,
         precision=st.string("precision", PRECISIONS, d.precision),
+        lanes=st.integer("lanes", d.lanes, low=0),
     )
     st.done()
     sweep = _sweep_table(top.table("sweep")) if "sweep" in data else None
@@ -827,6 +831,8 @@ KEY_DOCS = {
     "with this many nodes per dimension (default: the accurate rule, eqs. (G5)–(G7))",
     "simulation.chunk": "particles per chunk (default: all in one)",
     "simulation.precision": "float64 (default) | float32; --precision overrides",
+    "simulation.lanes": "theory sweeps: trajectories stepped together per device, a finished "
+    "lane taking the next (default 128; 0: one plain vmap per chunk)",
     "objective": "what the flow minimises (docs/theory.md, §16); default reverse-kl",
     "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",
     "objective.alpha": "Rényi order α > 0; α → 1 is reverse KL, α < 1 mass-covering",

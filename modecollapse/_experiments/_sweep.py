@@ -6,6 +6,7 @@ jit-compiled, vmapped computation (solve + metrics), its batch axis sharded over
 """
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -27,7 +28,7 @@ from jaxtyping import PRNGKeyArray
 from .._dynamics._full import solve_full
 from .._dynamics._initial import initial_state
 from .._dynamics._solve import SolverOptions
-from .._dynamics._theory import solve_theory
+from .._dynamics._theory import solve_theory, solve_theory_lanes
 from .._metrics import (
     LABELS,
     Label,
@@ -294,7 +295,10 @@ def _stack(specs: list[Any]) -> Any:
 
 
 @eqx.filter_jit
-def _theory_chunk(specs, options, thresholds):
+def _theory_chunk(specs, options, thresholds, lanes=0):
+    if lanes > 0:
+        return _on_each_device(functools.partial(_theory_lanes, options, thresholds, lanes), specs)
+
     def one(state0, stats, schedule, rates, dim, ts, divergence, key):
         traj = solve_theory(
             state0,
@@ -314,8 +318,51 @@ def _theory_chunk(specs, options, thresholds):
     return jax.vmap(one)(*specs)
 
 
+def _theory_lanes(options, thresholds, lanes, specs):
+    """The theory chunk by lane refill (docs/theory.md, §10, "Lane refill"): the solves, then
+    every metric on the (N, T, ...) records, vmapped."""
+    state0, stats, schedule, rates, dim, ts, divergence, key = specs
+    traj, _ = solve_theory_lanes(
+        state0,
+        stats,
+        schedule,
+        ts,
+        dim=dim,
+        rates=rates,
+        options=options,
+        divergence=divergence,
+        lanes=lanes,
+    )
+    outcome = jax.vmap(
+        lambda traj, stats, dim, key: trajectory_outcome(
+            traj, stats, dim, key, thresholds, _METRIC_SAMPLES, options.quadrature
+        )
+    )(traj, stats, dim, key)
+    return outcome, traj.num_steps
+
+
+def _on_each_device(fn, specs):
+    """`fn(specs)` on each local device's share of the batch (`shard_map`), so that every
+    device runs its own lane loop; on one device, or a batch that does not divide, `fn(specs)`."""
+    n_devices = jax.local_device_count()
+    n = jax.tree.leaves(specs)[0].shape[0]
+    if n_devices == 1 or n % n_devices:
+        return fn(specs)
+    dynamic, static = eqx.partition(specs, eqx.is_array)
+    spec = PartitionSpec("batch")
+    return jax.shard_map(
+        lambda d: fn(eqx.combine(d, static)),
+        mesh=_mesh(),
+        in_specs=(jax.tree.map(lambda _: spec, dynamic),),
+        out_specs=spec,
+        check_vma=False,  # no collectives: each device's loop is independent
+    )(dynamic)
+
+
 @eqx.filter_jit
-def _full_chunk(specs, options, thresholds):
+def _full_chunk(specs, options, thresholds, lanes=0):
+    del lanes  # the full route keeps plain vmap (docs/theory.md, §10, "Lane refill")
+
     def one(family, target, schedule, rates, estimator, ts, key):
         traj = solve_full(
             family, target, schedule, ts, rates=rates, estimator=estimator, options=options
@@ -376,7 +423,8 @@ def sweep_chunk(plan: SweepPlan, thresholds: Thresholds = Thresholds()):
     ```
     """
     chunk_fn = _route_functions(plan)[1]
-    return lambda specs, options: chunk_fn(specs, options, thresholds)
+    lanes = plan.base.simulation.lanes
+    return lambda specs, options: chunk_fn(specs, options, thresholds, lanes)
 
 
 def sweep_solver_options(plan: SweepPlan) -> SolverOptions:
@@ -391,11 +439,14 @@ def _shard(tree: Any, n_devices: int) -> Any:
     """Place the leading (batch) axis of every array leaf across the local devices."""
     if n_devices == 1:
         return tree
-    mesh = Mesh(np.array(jax.local_devices()), ("batch",))
-    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    sharding = NamedSharding(_mesh(), PartitionSpec("batch"))
     return jax.tree.map(
         lambda x: jax.device_put(x, sharding) if eqx.is_array(x) and x.ndim >= 1 else x, tree
     )
+
+
+def _mesh() -> Mesh:
+    return Mesh(np.array(jax.local_devices()), ("batch",))
 
 
 def _pad(indices: np.ndarray, width: int) -> np.ndarray:
@@ -495,6 +546,7 @@ def run_sweep(
     n_devices = jax.local_device_count()
     chunk = plan.chunk
     options = sweep_solver_options(plan)
+    lanes = plan.base.simulation.lanes
     # Process p of n takes chunks p, p + n, ...: no cross-host communication is needed.
     starts = [s for c, s in enumerate(range(0, plan.total, chunk)) if c % nproc == pid]
     todo = [s for s in starts if not results["completed"][s : s + chunk].all()]
@@ -514,9 +566,9 @@ def run_sweep(
         indices = np.arange(start, min(start + chunk, plan.total))
         specs = _shard(specs_fn(plan, _pad(indices, width)), n_devices)
         if compiled is None:
-            compiled = chunk_fn.lower(specs, options, thresholds).compile()
+            compiled = chunk_fn.lower(specs, options, thresholds, lanes).compile()
         t0 = time.perf_counter()
-        outcome, steps = jax.block_until_ready(compiled(specs, options, thresholds))
+        outcome, steps = jax.block_until_ready(compiled(specs, options, thresholds, lanes))
         seconds += time.perf_counter() - t0
         outcome: Outcome
         n = len(indices)
