@@ -95,7 +95,13 @@ def _theory_lanes(specs, options, lanes):
     )
 
 
-@pytest.mark.parametrize("lanes", [1, 4, 13, 32])
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "lanes",
+    [pytest.param(1, marks=_SLOW), pytest.param(4, marks=_SLOW), 13, pytest.param(32, marks=_SLOW)],
+)
 def test_lanes_equal_the_vmapped_solve(lanes):
     """13 trajectories of unequal step counts: N not a multiple of L, L = N, L > N."""
     specs, options = _specs(13), SolverOptions()
@@ -122,7 +128,7 @@ def _schedule_problem(n: int):
     return state0, args, ts, durations
 
 
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shared", [False, pytest.param(True, marks=_SLOW)])
 def test_lanes_step_onto_breakpoints(shared):
     """With kinks (ClipStepSizeController): per-trajectory jump times, or one shared tuple."""
     state0, args, ts, durations = _schedule_problem(9)
@@ -147,6 +153,7 @@ def test_lanes_step_onto_breakpoints(shared):
     assert np.any(np.asarray(plain.num_steps) != np.asarray(traj.num_steps))  # the kinks count
 
 
+@_SLOW
 def test_lanes_report_max_steps_as_diffeqsolve():
     specs = _specs(11)
     full = _vmapped_theory(specs, SolverOptions())
@@ -189,6 +196,7 @@ def test_lanes_stop_a_non_finite_state_at_once():
     assert int(iterations) < options.max_steps
 
 
+@_SLOW
 def test_sweep_labels_with_and_without_lanes(tmp_path):
     plain = run_sweep(_plan(5, 7, lanes=0), str(tmp_path / "plain"))
     lanes = run_sweep(_plan(5, 7, lanes=3), str(tmp_path / "lanes"))

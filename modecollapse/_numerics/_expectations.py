@@ -604,13 +604,13 @@ def softmax_stats_error(
     For the graded rule (G5)–(G8) (the default for n = 3, 4): the rule is repeated with one
     Gauss–Legendre node fewer per panel of the inner line, (n = 4, 5) of the outer line, and
     (n ≥ 5) with the coarser Gauss–Hermite rule across the lines; the estimate is 4 × the sum of
-    the differences (a safety factor), plus a floor max(1e-10, 100 ε)·(1 + |value|) (the 1-D kernel's accuracy and
-    rounding). For the legacy rule (the default for n ≥ 5) it is |legacy − graded| plus the
-    graded rule's estimate. For n ≤ 2 (exact 1-D kernel) it is the floor alone. Measured to bound
-    the true error of the graded rule on every hard case at n = 3, 4 and for rank-one
-    covariances; for full-rank n ≥ 5 with large variances it can underestimate (docs/theory.md,
-    §8). It costs two to four evaluations of the graded
-    rule. Not differentiable (a diagnostic).
+    the differences (a safety factor), plus a floor max(1e-10, 100 ε)·(1 + |value|) (the 1-D
+    kernel's accuracy and rounding). For the legacy rule (the default for n ≥ 5) it is
+    |legacy − graded| plus the graded rule's estimate. For n ≤ 2 (exact 1-D kernel) it is the
+    floor alone. Measured to bound the true error of the graded rule on every hard case at
+    n = 3, 4 and for rank-one covariances; for full-rank n ≥ 5 with large variances it can
+    underestimate (docs/theory.md, §8). It costs two to four evaluations of the graded rule.
+    Not differentiable (a diagnostic).
 
     **Arguments:**
 
