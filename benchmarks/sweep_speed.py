@@ -4,9 +4,10 @@ Experiment: `examples/sweep_speed.toml` (K = J = 2 annealing on the antipodal ta
 d = 100, trainable means, weights and scale, linear β0 = 0.1 over 50, t_end = 100, 51 saves).
 
 - ours: the compiled chunk of `modecollapse sweep` (`run_sweep`: the solve of eqs. (T1)–(T5)
-  with the experiment's solver and tolerances, the exact 1-D kernel (I5), and every metric of
-  eqs. (C1)–(C6)), sharded over one CPU device per core; also on one device, and the solve alone
-  (for the metrics' share of a chunk);
+  with the experiment's solver and tolerances, the exact 1-D kernel (I5), lane refill
+  (docs/theory.md, §10) and every metric of eqs. (C1)–(C6)), sharded over one CPU device per
+  core; also with plain vmap (`lanes = 0`), on one device, and the solve alone (for the
+  metrics' share of a chunk);
 - baseline: the same equations written plainly with 80-node Gauss–Hermite for E[σ], E[σ'] and
   E[softplus], vmapped Tsit5 at rtol 1e-6 (`BASELINE_RTOL`; ours runs at the experiment's
   tolerance, 1e-7, which keeps R within 1e-5), one device (as a user would write it);
@@ -105,8 +106,8 @@ def _baseline_rhs(t, y, args):
 
 @jax.jit
 def _baseline(specs, rtol, atol):
-    def one(state, stats, schedule, rates, dim, ts, key):
-        del key
+    def one(state, stats, schedule, rates, dim, ts, divergence, key):
+        del key, divergence  # reverse KL, written out in `_baseline_rhs`
         y0 = (state.R, state.Q, state.logits, state.log_scale)
         sol = dfx.diffeqsolve(
             dfx.ODETerm(_baseline_rhs),
@@ -127,9 +128,18 @@ def _baseline(specs, rtol, atol):
 
 @eqx.filter_jit
 def _solve_only(specs, options):
-    def one(state, stats, schedule, rates, dim, ts, key):
+    def one(state, stats, schedule, rates, dim, ts, divergence, key):
         del key
-        traj = mc.solve_theory(state, stats, schedule, ts, dim=dim, rates=rates, options=options)
+        traj = mc.solve_theory(
+            state,
+            stats,
+            schedule,
+            ts,
+            dim=dim,
+            rates=rates,
+            options=options,
+            divergence=divergence,
+        )
         return traj.R, traj.num_steps
 
     return jax.vmap(one)(*specs)
@@ -181,15 +191,21 @@ def main():
     sharded = sweep_inputs(plan, np.arange(args.batch), shard=True)
     options = sweep_solver_options(plan)
 
-    # ours, through `modecollapse sweep`'s own loop (checkpointing included, compile excluded)
-    sweep_rates = []
+    # ours, through `modecollapse sweep`'s own loop (checkpointing included, compile excluded),
+    # with the default lane refill and with plain vmap (`lanes = 0`), timed in turn
+    plain = plan_sweep(_raw(args.config, args.batch, lanes=0), "theory")
+    sweep_rates, plain_rates = [], []
     for _ in range(max(1, args.repeats - 1)):
-        with tempfile.TemporaryDirectory() as tmp:
-            results = run_sweep(plan, tmp)
-        sweep_rates.append(args.batch / float(results["solve_seconds"]))
+        for p, rates in ((plan, sweep_rates), (plain, plain_rates)):
+            with tempfile.TemporaryDirectory() as tmp:
+                results = run_sweep(p, tmp)
+            rates.append(args.batch / float(results["solve_seconds"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_sweep(plan, tmp)
     steps = results["num_steps"]
     ours_all = float(np.median(sweep_rates))
-    t_chunk, _ = _median_seconds(sweep_chunk(plan), (sharded, options), args.repeats)
+    # the metrics' share: the chunk against the solve alone, both plain vmap
+    t_chunk, _ = _median_seconds(sweep_chunk(plain), (sharded, options), args.repeats)
     t_solve, (R_ours, _) = _median_seconds(_solve_only, (sharded, options), args.repeats)
     t_one, _ = _median_seconds(sweep_chunk(plan), (specs, options), args.repeats)
     t_base, (R_base, steps_base) = _median_seconds(
@@ -249,6 +265,9 @@ def main():
         "batch": args.batch,
         "ours_trajectories_per_second": ours_all,
         "ours_trajectories_per_minute": 60 * ours_all,
+        "lanes_per_device": plan.base.simulation.lanes,
+        "ours_plain_vmap_trajectories_per_second": float(np.median(plain_rates)),
+        "refill_over_plain_vmap": ours_all / float(np.median(plain_rates)),
         "ours_one_device_trajectories_per_second": args.batch / t_one,
         "baseline_trajectories_per_second": base,
         "baseline_trajectories_per_minute": 60 * base,
