@@ -16,9 +16,11 @@ mkdir -p benchmarks/results
 DEVICE="$("$PY" -c 'import jax; d = jax.devices()[0]; print(d.platform, d.device_kind)')"
 echo "device: $DEVICE"
 export MODECOLLAPSE_DEVICE="$DEVICE"
-# sweep: one large chunk; the side-by-side baseline runs on the same device
+# sweep: one large chunk; the side-by-side baseline runs on the same device. Lane refill keeps
+# half the chunk in flight (the CPU default of 128 lanes per device would starve a GPU).
 timeout 200 "$PY" benchmarks/sweep_speed.py --devices --batch "${GPU_BATCH:-131072}" --repeats 2 \
-  --solvers "" --waste-seeds 0 --out benchmarks/results/sweep_speed_gpu.json
+  --lanes "${GPU_LANES:-65536}" --solvers "" --waste-seeds 0 \
+  --out benchmarks/results/sweep_speed_gpu.json
 # full flow: the particle gradient at large d (no CPU-only parts)
 timeout 80 "$PY" benchmarks/full_flow.py --dims 10000,1000000 --ns 4096 --dtypes float32 \
   --skip memory,torch,cli --out benchmarks/results/full_flow_gpu.json

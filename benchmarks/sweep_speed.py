@@ -180,11 +180,15 @@ def main():
         "--solvers", default="tsit5:1e-6,tsit5:1e-7,dopri8:1e-6", help="solver:rtol choices"
     )
     parser.add_argument("--waste-seeds", type=int, default=512)
+    parser.add_argument(
+        "--lanes", type=int, default=None, help="override [simulation] lanes (per device)"
+    )
     parser.add_argument("--out", default="benchmarks/results/sweep_speed.json")
     args = parser.parse_args()
     n_dev = jax.local_device_count()
 
-    raw = _raw(args.config, args.batch)
+    lanes = {} if args.lanes is None else {"lanes": args.lanes}
+    raw = _raw(args.config, args.batch, **lanes)
     plan = plan_sweep(raw, "theory")
     sim = plan.base.simulation
     specs = sweep_inputs(plan, np.arange(args.batch))
@@ -207,7 +211,8 @@ def main():
     # the metrics' share: the chunk against the solve alone, both plain vmap
     t_chunk, _ = _median_seconds(sweep_chunk(plain), (sharded, options), args.repeats)
     t_solve, (R_ours, _) = _median_seconds(_solve_only, (sharded, options), args.repeats)
-    t_one, _ = _median_seconds(sweep_chunk(plan), (specs, options), args.repeats)
+    # one device: plain vmap on unsharded inputs (refill would spread over the devices)
+    t_one, _ = _median_seconds(sweep_chunk(plain), (specs, options), args.repeats)
     t_base, (R_base, steps_base) = _median_seconds(
         _baseline, (specs, BASELINE_RTOL, sim.atol), args.repeats
     )

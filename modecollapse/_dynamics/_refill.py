@@ -178,10 +178,13 @@ def integrate_lanes(
     jumps = jump_times(breakpoints) if shared else breakpoints
     solver, shared_controller = adaptive_solver(options, jumps if shared else ())
     error_order = solver.error_order(terms)
+    assert error_order is not None  # every adaptive solver of the registry has one
     has_jumps = jumps is not None
 
     def controller(i):
-        return shared_controller if shared else adaptive_solver(options, jumps[i])[1]
+        if shared or jumps is None:
+            return shared_controller
+        return adaptive_solver(options, jumps[i])[1]
 
     def start(i):
         y, a, t = _take(y0, i), _take(args, i), ts[i]

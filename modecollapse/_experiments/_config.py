@@ -828,11 +828,12 @@ KEY_DOCS = {
     "simulation.solver": "tsit5 (default) | dopri5 | dopri8 | heun | kvaerno5",
     "simulation.max_steps": "the solve fails beyond this many steps (default 100000)",
     "simulation.quadrature_nodes": "K or J ≥ 3 only: use the previous tensor Gauss–Hermite rule "
-    "with this many nodes per dimension (default: the accurate rule, eqs. (G5)–(G7))",
+    "with this many nodes per dimension (default: the accurate rule, eqs. (G5)–(G8))",
     "simulation.chunk": "particles per chunk (default: all in one)",
     "simulation.precision": "float64 (default) | float32; --precision overrides",
     "simulation.lanes": "theory sweeps: trajectories stepped together per device, a finished "
-    "lane taking the next (default 128; 0: one plain vmap per chunk)",
+    "lane taking the next (default 128, for CPUs; on a GPU about half the chunk; 0: one plain "
+    "vmap per chunk)",
     "objective": "what the flow minimises (docs/theory.md, §16); default reverse-kl",
     "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",
     "objective.alpha": "Rényi order α > 0; α → 1 is reverse KL, α < 1 mass-covering",
