@@ -71,18 +71,7 @@ def _iterations(plan, lanes, n_devices):
     out = []
     for d in range(n_devices):
         part = jax.tree.map(lambda x: x[d * share : (d + 1) * share], specs)
-        state0, stats, schedule, rates, dim, ts, divergence, _ = part
-        _, iterations = mc.solve_theory_lanes(
-            state0,
-            stats,
-            schedule,
-            ts,
-            dim=dim,
-            rates=rates,
-            options=options,
-            divergence=divergence,
-            lanes=lanes,
-        )
+        _, iterations = mc.sweep_theory_solves(part, options, lanes)
         out.append(int(iterations))
     return out
 

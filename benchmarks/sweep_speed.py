@@ -128,21 +128,8 @@ def _baseline(specs, rtol, atol):
 
 @eqx.filter_jit
 def _solve_only(specs, options):
-    def one(state, stats, schedule, rates, dim, ts, divergence, key):
-        del key
-        traj = mc.solve_theory(
-            state,
-            stats,
-            schedule,
-            ts,
-            dim=dim,
-            rates=rates,
-            options=options,
-            divergence=divergence,
-        )
-        return traj.R, traj.num_steps
-
-    return jax.vmap(one)(*specs)
+    traj, _ = mc.sweep_theory_solves(specs, options)
+    return traj.R, traj.num_steps
 
 
 def _median_seconds(fn, args, repeats):

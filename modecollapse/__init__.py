@@ -110,6 +110,7 @@ from ._experiments._sweep import (
     sweep_chunk as sweep_chunk,
     sweep_inputs as sweep_inputs,
     sweep_solver_options as sweep_solver_options,
+    sweep_theory_solves as sweep_theory_solves,
 )
 from ._flows._pushforward import (
     halfspace_masses as halfspace_masses,

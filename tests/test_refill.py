@@ -16,8 +16,6 @@ from modecollapse._dynamics._solve import SolverOptions, integrate
 from modecollapse._dynamics._theory import (
     _theory_args,
     _theory_field,
-    solve_theory,
-    solve_theory_lanes,
     theory_save,
 )
 from modecollapse._experiments._config import DEFAULT_TOML, SIMULATION_DEFAULTS, ConfigError
@@ -64,35 +62,11 @@ def _assert_same(lanes_traj, reference, atol=1e-10):
 
 @eqx.filter_jit
 def _vmapped_theory(specs, options):
-    def one(state0, stats, schedule, rates, dim, ts, divergence, key):
-        del key
-        return solve_theory(
-            state0,
-            stats,
-            schedule,
-            ts,
-            dim=dim,
-            rates=rates,
-            options=options,
-            divergence=divergence,
-        )
-
-    return jax.vmap(one)(*specs)
+    return mc.sweep_theory_solves(specs, options)[0]
 
 
 def _theory_lanes(specs, options, lanes):
-    state0, stats, schedule, rates, dim, ts, divergence, _ = specs
-    return solve_theory_lanes(
-        state0,
-        stats,
-        schedule,
-        ts,
-        dim=dim,
-        rates=rates,
-        options=options,
-        divergence=divergence,
-        lanes=lanes,
-    )
+    return mc.sweep_theory_solves(specs, options, lanes)
 
 
 _SLOW = pytest.mark.slow

@@ -294,13 +294,41 @@ def _stack(specs: list[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *specs)
 
 
-@eqx.filter_jit
-def _theory_chunk(specs, options, thresholds, lanes=0):
-    if lanes > 0:
-        return _on_each_device(functools.partial(_theory_lanes, options, thresholds, lanes), specs)
+def sweep_theory_solves(specs: Any, options: SolverOptions, lanes: int = 0):
+    """The theory route's solves of a chunk, without metrics: plain vmap or lane refill.
 
-    def one(state0, stats, schedule, rates, dim, ts, divergence, key):
-        traj = solve_theory(
+    **Arguments:**
+
+    - `specs`: the chunk's inputs, from `sweep_inputs` on a theory plan (batched over N).
+    - `options`: the solver options (`sweep_solver_options`).
+    - `lanes`: 0 for one `vmap` of `solve_theory`; L > 0 for lane refill with L lanes
+      (`solve_theory_lanes`; docs/theory.md, §10, "Lane refill").
+
+    **Returns:** `(trajectories, iterations)`: a `Trajectory` batched over N, and the lock-step
+    iterations executed (for plain vmap, the largest step count).
+
+    **Example:**
+    ```python
+    specs = sweep_inputs(plan, np.arange(256))
+    trajs, iterations = sweep_theory_solves(specs, sweep_solver_options(plan), lanes=64)
+    ```
+    """
+    state0, stats, schedule, rates, dim, ts, divergence, _ = specs
+    if lanes > 0:
+        return solve_theory_lanes(
+            state0,
+            stats,
+            schedule,
+            ts,
+            dim=dim,
+            rates=rates,
+            options=options,
+            divergence=divergence,
+            lanes=lanes,
+        )
+
+    def one(state0, stats, schedule, rates, dim, ts, divergence):
+        return solve_theory(
             state0,
             stats,
             schedule,
@@ -310,29 +338,25 @@ def _theory_chunk(specs, options, thresholds, lanes=0):
             options=options,
             divergence=divergence,
         )
-        out = trajectory_outcome(
-            traj, stats, dim, key, thresholds, _METRIC_SAMPLES, options.quadrature
+
+    traj = jax.vmap(one)(state0, stats, schedule, rates, dim, ts, divergence)
+    return traj, jnp.max(traj.num_steps)
+
+
+@eqx.filter_jit
+def _theory_chunk(specs, options, thresholds, lanes=0):
+    if lanes > 0:
+        return _on_each_device(
+            functools.partial(_theory_outcomes, options, thresholds, lanes), specs
         )
-        return out, traj.num_steps
-
-    return jax.vmap(one)(*specs)
+    return _theory_outcomes(options, thresholds, 0, specs)
 
 
-def _theory_lanes(options, thresholds, lanes, specs):
-    """The theory chunk by lane refill (docs/theory.md, §10, "Lane refill"): the solves, then
-    every metric on the (N, T, ...) records, vmapped."""
-    state0, stats, schedule, rates, dim, ts, divergence, key = specs
-    traj, _ = solve_theory_lanes(
-        state0,
-        stats,
-        schedule,
-        ts,
-        dim=dim,
-        rates=rates,
-        options=options,
-        divergence=divergence,
-        lanes=lanes,
-    )
+def _theory_outcomes(options, thresholds, lanes, specs):
+    """The theory chunk: the solves (plain vmap or lane refill), then every metric on the
+    (N, T, ...) records, vmapped."""
+    traj, _ = sweep_theory_solves(specs, options, lanes)
+    _, stats, _, _, dim, _, _, key = specs
     outcome = jax.vmap(
         lambda traj, stats, dim, key: trajectory_outcome(
             traj, stats, dim, key, thresholds, _METRIC_SAMPLES, options.quadrature
