@@ -102,7 +102,8 @@ def _schedule_problem(n: int):
     return state0, args, ts, durations
 
 
-@pytest.mark.parametrize("shared", [False, pytest.param(True, marks=_SLOW)])
+@_SLOW
+@pytest.mark.parametrize("shared", [False, True])
 def test_lanes_step_onto_breakpoints(shared):
     """With kinks (ClipStepSizeController): per-trajectory jump times, or one shared tuple."""
     state0, args, ts, durations = _schedule_problem(9)
