@@ -84,16 +84,6 @@ def adaptive(f, points, tol, lo=-_HALF, hi=_HALF, max_rounds=40):
     return total + np.sum(k[~ok], axis=0)
 
 
-def _stats_rows(logits):
-    """(P, n) logits → (P, 1 + n + n²) rows (LSE, π, ππᵀ)."""
-    top = np.max(logits, axis=1, keepdims=True)
-    e = np.exp(logits - top)
-    s = np.sum(e, axis=1, keepdims=True)
-    pi = e / s
-    outer = (pi[:, :, None] * pi[:, None, :]).reshape(len(pi), -1)
-    return np.concatenate([top + np.log(s), pi, outer], axis=1)
-
-
 def _ties_along(a, b, width):
     """z where two of the logits a + b z tie, with the tie's width in z."""
     out = []
