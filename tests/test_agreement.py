@@ -95,6 +95,7 @@ def test_mc_fresh_tracks_theory_with_many_particles():
     assert bool(jnp.all(again.R == sgd.R))  # reproducible from the key
 
 
+@pytest.mark.slow  # long (~30–40 s); its siblings in this file stay in the default run
 def test_mc_fixed_flow_approaches_exact_flow():
     d = 3
     target = _target("general", d)

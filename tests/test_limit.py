@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import modecollapse as mc
 from modecollapse._dynamics._limit import extensive_rates, normalise, solve_limit
@@ -45,6 +46,7 @@ def test_limit_gap_shrinks_like_one_over_d():
     assert -1.2 < slope < -0.8, (slope, gaps)
 
 
+@pytest.mark.slow  # long (~30–40 s); its siblings in this file stay in the default run
 def test_agreement_routes_small():
     """The agreement benchmark's routes at d = 8: full and theory agree to solver tolerance."""
     import jax.random as jr

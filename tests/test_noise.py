@@ -64,6 +64,7 @@ def _perp(Q, R, T):
     return Q - R @ jnp.linalg.pinv(T) @ jnp.swapaxes(R, -1, -2)
 
 
+@pytest.mark.slow  # long (~30–40 s); its siblings in this file stay in the default run
 def test_seed_average_tracks_corrected_theory():
     d, seeds, t_end = 100, 32, 2.0
     e = jnp.eye(d)
