@@ -181,20 +181,21 @@ def solve_theory(
                         LinearSchedule(0.2, 20.0), jnp.linspace(0, 40, 41), dim=64)
     ```
     """
-    dim = jnp.asarray(dim, dtype=state.R.dtype)
     return integrate(
-        _theory_field,
-        state,
-        _theory_args(target, schedule, rates, dim, options, divergence),
-        ts,
-        options,
-        theory_save,
+        *_theory_problem(state, target, schedule, ts, dim, rates, options, divergence),
         breakpoints=schedule.breakpoints,
     )
 
 
 def _theory_args(target, schedule, rates, dim, options, divergence):
     return (target, schedule, rates, dim, TheoryStatic(options.quadrature, divergence))
+
+
+def _theory_problem(state, target, schedule, ts, dim, rates, options, divergence):
+    """The positional arguments of `integrate` / `integrate_lanes` for the theory ODE."""
+    dim = jnp.asarray(dim, dtype=state.R.dtype)
+    args = _theory_args(target, schedule, rates, dim, options, divergence)
+    return _theory_field, state, args, ts, options, theory_save
 
 
 @eqx.filter_jit
@@ -228,14 +229,8 @@ def solve_theory_lanes(
     trajs, _ = solve_theory_lanes(states, stats, schedules, ts, dim=dims, rates=rates, lanes=64)
     ```
     """
-    dim = jnp.asarray(dim, dtype=state.R.dtype)
     return integrate_lanes(
-        _theory_field,
-        state,
-        _theory_args(target, schedule, rates, dim, options, divergence),
-        ts,
-        options,
-        theory_save,
+        *_theory_problem(state, target, schedule, ts, dim, rates, options, divergence),
         lanes=lanes,
         breakpoints=schedule.breakpoints,
     )
