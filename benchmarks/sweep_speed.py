@@ -4,14 +4,15 @@ Experiment: `examples/sweep_speed.toml` (K = J = 2 annealing on the antipodal ta
 d = 100, trainable means, weights and scale, linear β0 = 0.1 over 50, t_end = 100, 51 saves).
 
 - ours: the compiled chunk of `modecollapse sweep` (`run_sweep`: the solve of eqs. (T1)–(T5)
-  with the experiment's solver and tolerances, the exact 1-D kernel (I5), lane refill
-  (docs/theory.md, §10) and every metric of eqs. (C1)–(C6)), sharded over one CPU device per
-  core; also with plain vmap (`lanes = 0`), on one device, and the solve alone (for the
-  metrics' share of a chunk);
+  with the experiment's solver, tolerances and 1-D kernel rule (`[simulation] kernel`: "fast",
+  eq. (I6)), lane refill (docs/theory.md, §10) and every metric of eqs. (C1)–(C6)), sharded over
+  one CPU device per core; also with the accurate kernel (I5), with plain vmap (`lanes = 0`), on
+  one device, and the solve alone (for the metrics' share of a chunk);
 - baseline: the same equations written plainly with 80-node Gauss–Hermite for E[σ], E[σ'] and
   E[softplus], vmapped Tsit5 at rtol 1e-6 (`BASELINE_RTOL`; ours runs at the experiment's
   tolerance, 1e-7, which keeps R within 1e-5), one device (as a user would write it);
-- accuracy: R at every save time against a tight reference (Dopri8, rtol 1e-11, float64);
+- accuracy: R at every save time against a tight reference (Dopri8, rtol 1e-11, float64, the
+  accurate kernel);
 - steps: mean and max adaptive steps, and the lock-step waste max/mean per chunk, here and on
   the committed phase-diagram experiments;
 - the solver/tolerance choices measured side by side (`--solvers`).
@@ -185,9 +186,10 @@ def main():
     # ours, through `modecollapse sweep`'s own loop (checkpointing included, compile excluded),
     # with the default lane refill and with plain vmap (`lanes = 0`), timed in turn
     plain = plan_sweep(_raw(args.config, args.batch, lanes=0), "theory")
-    sweep_rates, plain_rates = [], []
+    accurate = plan_sweep(_raw(args.config, args.batch, kernel="accurate", **lanes), "theory")
+    sweep_rates, plain_rates, accurate_rates = [], [], []
     for _ in range(max(1, args.repeats - 1)):
-        for p, rates in ((plan, sweep_rates), (plain, plain_rates)):
+        for p, rates in ((plan, sweep_rates), (plain, plain_rates), (accurate, accurate_rates)):
             with tempfile.TemporaryDirectory() as tmp:
                 results = run_sweep(p, tmp)
             rates.append(args.batch / float(results["solve_seconds"]))
@@ -206,11 +208,13 @@ def main():
 
     # tight reference on the first 64 trajectories
     ref_plan = plan_sweep(
-        _raw(args.config, args.batch, solver="dopri8", rtol=1e-11, atol=1e-13), "theory"
+        _raw(args.config, args.batch, solver="dopri8", rtol=1e-11, atol=1e-13, kernel="accurate"),
+        "theory",
     )
     sub = sweep_inputs(ref_plan, np.arange(64))
     R_ref, _ = _solve_only(sub, sweep_solver_options(ref_plan))
     err = lambda R: float(jnp.max(jnp.abs(jnp.asarray(R)[:64] - R_ref)))  # noqa: E731
+    R_accurate, _ = _solve_only(sub, sweep_solver_options(accurate))
 
     # solver / tolerance choices, solve only, side by side
     choices = []
@@ -251,6 +255,7 @@ def main():
         "setting": " ".join(__doc__.split("\n\n")[1].split()),
         "config": args.config,
         "solver": {"name": sim.solver, "rtol": sim.rtol, "atol": sim.atol},
+        "kernel": sim.kernel,
         "baseline_solver": {"name": "tsit5", "rtol": BASELINE_RTOL, "atol": sim.atol},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {n_dev} device(s), "
         f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}",
@@ -258,6 +263,8 @@ def main():
         "ours_trajectories_per_second": ours_all,
         "ours_trajectories_per_minute": 60 * ours_all,
         "lanes_per_device": plan.base.simulation.lanes,
+        "ours_accurate_kernel_trajectories_per_second": float(np.median(accurate_rates)),
+        "kernel_over_accurate_kernel": ours_all / float(np.median(accurate_rates)),
         "ours_plain_vmap_trajectories_per_second": float(np.median(plain_rates)),
         "refill_over_plain_vmap": ours_all / float(np.median(plain_rates)),
         "ours_one_device_trajectories_per_second": args.batch / t_one,
@@ -269,7 +276,11 @@ def main():
         "mean_steps": {"ours": float(np.mean(steps)), "baseline": float(np.mean(steps_base))},
         "max_steps": {"ours": int(np.max(steps)), "baseline": int(np.max(steps_base))},
         "waste_max_over_mean": _waste(steps, args.batch),
-        "max_abs_error_R_vs_tight_reference": {"ours": err(R_ours), "baseline": err(R_base)},
+        "max_abs_error_R_vs_tight_reference": {
+            "ours": err(R_ours),
+            "ours_accurate_kernel": err(R_accurate),
+            "baseline": err(R_base),
+        },
         "solver_choices": choices,
         "waste_on_examples": waste,
     }

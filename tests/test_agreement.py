@@ -133,3 +133,32 @@ def test_adiabatic_scale_follows_the_tempered_variance():
     assert rel_err(theory.scale, expected) < 1e-6 and rel_err(full.scale, expected) < 1e-6
     for name in ("R", "Q", "weights", "objective"):
         assert rel_err(getattr(full, name), getattr(theory, name)) < 1e-6, name
+
+
+def test_fast_kernel_theory_tracks_the_accurate_one():
+    """The fast 1-D kernel (I6) moves the theory's trajectory by its own error, not more."""
+    d = 50
+    target = _target("general", d)
+    M = jnp.zeros((2, d)).at[0, 0].set(0.4).at[1, 1].set(-0.3)
+    family = mc.IsotropicMixture(M, jnp.array([0.2, -0.2]), jnp.log(0.9))
+    args = dict(dim=d, rates=mc.LearningRates(means=1.0, weights=1.0, scale=2.0 / d))
+    state, stats = mc.GramState.from_models(family, target), mc.TargetStatistics.from_target(target)
+    ts = jnp.linspace(0.0, 20.0, 21)
+    schedule = mc.LinearSchedule(0.3, 8.0)
+    accurate = mc.solve_theory(state, stats, schedule, ts, options=TIGHT, **args)
+    fast_options = mc.SolverOptions(rtol=1e-10, atol=1e-12, kernel="fast")
+    fast = mc.solve_theory(state, stats, schedule, ts, options=fast_options, **args)
+    for name in ("R", "Q", "weights", "scale"):
+        a, b = getattr(accurate, name), getattr(fast, name)
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-6 * (1.0 + float(jnp.max(jnp.abs(a))))
+    assert float(jnp.max(jnp.abs(accurate.R - fast.R))) > 0.0  # a different rule
+    with pytest.raises(ValueError, match="^`options.kernel` = 'fast' applies to the reverse-KL"):
+        mc.solve_theory(
+            state,
+            stats,
+            schedule,
+            ts,
+            options=mc.SolverOptions(kernel="fast"),
+            divergence=mc.Renyi(0.5),
+            **args,
+        )

@@ -25,11 +25,12 @@ from modecollapse._experiments._config import (
     DEFAULT_FLOW_TOML,
     DEFAULT_TOML,
     SIMULATION_DEFAULTS,
+    ConfigError,
     check_explicit_step,
     experiment_toml,
     explicit_step_rates,
 )
-from modecollapse._experiments._problem import NumericalFailure
+from modecollapse._experiments._problem import NumericalFailure, solver_options
 from modecollapse._jobs._design import DEFAULT_DESIGN_TOML
 from modecollapse._jobs._show_config import BUILTIN_TOML
 
@@ -218,7 +219,7 @@ def test_failure_message_includes_the_precision_flag(tmp_path, capsys):
 
 def test_tuning_defaults_are_the_solver_defaults():
     options = SolverOptions()
-    for key in ("solver", "rtol", "atol", "max_steps"):
+    for key in ("solver", "rtol", "atol", "max_steps", "kernel"):
         assert getattr(SIMULATION_DEFAULTS, key) == getattr(options, key), key
     data = tomllib.loads(DEFAULT_TOML)
     sim = data["simulation"]
@@ -336,3 +337,39 @@ def test_jobs_run_fast_then_once_more_with_checks_raising_on_failure(tmp_path, m
     main(["run", "--out", str(tmp_path / "o")])
     assert modes == ["nan", before]
     assert equinox._errors.EQX_ON_ERROR == before  # pyright: ignore
+
+
+def _with_simulation(extra: str, full: bool = False) -> dict:
+    text = DEFAULT_TOML.replace("full = true", f"full = {str(full).lower()}")
+    return tomllib.loads(text.replace("atol = 1e-9", "atol = 1e-9\n" + extra))
+
+
+def test_kernel_key_selects_the_rule():
+    exp = mc.parse_experiment(_with_simulation(""))
+    assert exp.simulation.kernel == SIMULATION_DEFAULTS.kernel == SolverOptions().kernel
+    fast = mc.parse_experiment(_with_simulation('kernel = "fast"'))
+    assert mc.parse_experiment(tomllib.loads(experiment_toml(fast))) == fast
+    assert 'kernel = "fast"' in experiment_toml(fast)
+    assert solver_options(fast).kernel == "fast"
+
+
+@pytest.mark.parametrize(
+    "extra, full, match",
+    [
+        ('kernel = "fastest"', False, r"^`simulation.kernel`: unknown value .fastest."),
+        ('kernel = "fast"', True, r"^`simulation.kernel`: the 'fast' kernel is for the theory"),
+        ('kernel = "fast"\n[objective]\nkind = "renyi"\nalpha = 0.5', False, r"reverse-KL"),
+    ],
+)
+def test_kernel_key_refusals_are_one_line(extra, full, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        mc.parse_experiment(_with_simulation(extra, full))
+    assert "\n" not in str(info.value)
+
+
+def test_compare_refuses_the_fast_kernel():
+    from modecollapse.jobs import compare_experiment
+
+    fast = mc.parse_experiment(_with_simulation('kernel = "fast"'))
+    with pytest.raises(ConfigError, match=r"^`simulation.kernel`: compare runs both routes"):
+        compare_experiment(fast, [8])

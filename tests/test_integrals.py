@@ -326,3 +326,51 @@ def test_invalid_orders(orders):
     with pytest.raises(ValueError, match="^`orders` must be") as info:
         sigmoid_moments(orders, 0.0, 1.0)
     assert "\n" not in str(info.value)
+
+
+# --- The fast rule (eq. (I6)) ----------------------------------------------------------------
+
+# Measured over the stored table (docs/theory.md, §8): 1.4e-8 (n ≤ 1), 6.0e-8 (n = 2), 4.7e-7
+# (n = 3), 6.0e-7 (n = 4); the bounds keep a margin of about 1.5.
+TOL_FAST = {-1: 2e-8, 0: 2e-8, 1: 2e-8, 2: 1e-7, 3: 7e-7, 4: 1e-6}
+
+
+def test_fast_rule_on_the_dense_grid():
+    m, v, ref = _table()
+    out = sigmoid_moments(tuple(TOL_FAST), m, v, kernel="fast")
+    for n, o, r in zip(TOL_FAST, out, ref):
+        err = np.abs(np.asarray(o) - r)
+        i = np.argmax(err)
+        assert err[i] <= TOL_FAST[n], f"n={n}: {err[i]:.2e} at m={m[i]}, v={v[i]}"
+    # It is a different rule: the float64 values differ from the accurate ones beyond rounding.
+    accurate = sigmoid_moments((0,), m, v)[0]
+    assert float(jnp.max(jnp.abs(out[1] - accurate))) > 1e-10
+
+
+def test_fast_rule_keeps_float32_and_zero_variance():
+    m, v, _ = _table()
+    m32, v32 = jnp.asarray(m, jnp.float32), jnp.asarray(v, jnp.float32)
+    for a, b in zip(
+        sigmoid_moments((-1, 0, 1), m32, v32, kernel="fast"), sigmoid_moments((-1, 0, 1), m32, v32)
+    ):
+        assert a.dtype == jnp.float32
+        np.testing.assert_array_equal(a, b)  # float32: the same rule either way
+    x = np.array([-30.0, -1.0, 0.0, 2.5, 40.0])
+    np.testing.assert_array_equal(
+        sigmoid_moments((0,), x, 0.0, kernel="fast")[0], sigmoid_moments((0,), x, 0.0)[0]
+    )
+
+
+@pytest.mark.parametrize("m, v", [(0.3, 2.0), (-4.0, 30.0), (2.0, 800.0)])
+def test_fast_rule_heat_equation(m, v):
+    # eq. (I1) holds within the rule: its derivatives are its own higher orders.
+    gm, gv = jax.grad(lambda a, b: sigmoid_moments((0,), a, b, kernel="fast")[0], (0, 1))(m, v)
+    s1, s2 = sigmoid_moments((1, 2), m, v, kernel="fast")
+    np.testing.assert_allclose(gm, s1, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(gv, 0.5 * s2, rtol=1e-13, atol=1e-16)
+
+
+def test_invalid_kernel():
+    with pytest.raises(ValueError, match="^`kernel` must be one of") as info:
+        sigmoid_moments((0,), 0.0, 1.0, kernel="fastest")
+    assert "\n" not in str(info.value)

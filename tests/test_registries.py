@@ -16,6 +16,12 @@ def test_flow_optimizer_names_match_the_optimizer_registry():
     assert tuple(_config.FLOW_OPTIMIZERS) == tuple(OPTIMIZERS)
 
 
+def test_kernel_names_match_the_kernel_rules():
+    from modecollapse._numerics._integrals import KERNELS
+
+    assert tuple(_config.KERNELS) == KERNELS
+
+
 def test_estimator_names_match_the_estimator_registry():
     assert tuple(_config.ESTIMATORS) == tuple(ESTIMATORS)
 

@@ -227,10 +227,11 @@ def solve_theory_sgd(
     dtype = state.R.dtype
     dim = jnp.asarray(dim, dtype=dtype)
     noise = (jnp.asarray(particles, dtype=dtype), jnp.asarray(step, dtype=dtype))
+    static = TheoryStatic(options.quadrature, kernel=options.kernel)
     return integrate(
         _sgd_field,
         state,
-        ((target, schedule, rates, dim, TheoryStatic(options.quadrature)), noise),
+        ((target, schedule, rates, dim, static), noise),
         ts,
         options,
         _sgd_save,

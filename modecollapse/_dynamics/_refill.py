@@ -60,7 +60,8 @@ class _Lane(eqx.Module):
 
 
 class _Out(eqx.Module):
-    """The (N, ...) output buffers, written by trajectory index."""
+    """The (N, ...) output buffers, written by trajectory index. `saved` is the pair (states,
+    written): the interpolated state at every save time (N, T, ...) and which were reached."""
 
     saved: Any
     final: Any
@@ -250,10 +251,11 @@ def integrate_lanes(
         return new, keep, dense_info
 
     def record(lane: _Lane, dense_info, k):
+        # the state at the save time; `save` runs once per save after the loop (`records`)
         i = jnp.minimum(lane.index, n - 1)
         t = ts[i, jnp.minimum(k, n_saves - 1)]
         interpolation = solver.interpolation_cls(t0=lane.tprev, t1=lane.tnext, **dense_info)
-        return save(t, interpolation.evaluate(t), _take(args, i))
+        return interpolation.evaluate(t), jnp.asarray(True)
 
     def save_step(old: _Lane, keep, dense_info, k, saved):
         """diffrax's saves of one accepted step: every ts[k] <= its end, in order."""
@@ -302,11 +304,10 @@ def integrate_lanes(
         lanes_ = _select(done, load(index), new)
         return lanes_, out, queue + jnp.sum(done, dtype=jnp.int32), iterations + 1
 
-    saved_struct = jax.eval_shape(lambda: save(ts[0, 0], _take(y0, 0), _take(args, 0)))
+    # the save buffers start at y0 (finite, so that `save` can run on every entry afterwards)
+    states = jax.tree.map(lambda y: jnp.repeat(jnp.asarray(y)[:, None], n_saves, axis=1), y0)
     out = _Out(
-        saved=jax.tree.map(
-            lambda s: jnp.full((n, n_saves) + s.shape, jnp.inf, s.dtype), saved_struct
-        ),
+        saved=(states, jnp.zeros((n, n_saves), bool)),
         final=jax.tree.map(lambda y: jnp.zeros_like(y), y0),
         result=jax.tree.map(lambda r: jnp.broadcast_to(r, (n,)), dfx.RESULTS.successful),
         num_steps=jnp.zeros(n, jnp.int32),
@@ -314,9 +315,24 @@ def integrate_lanes(
     zero = jnp.zeros((), jnp.int32)
     init = (load(jnp.arange(width, dtype=jnp.int32)), out, zero + width, zero)
     _, out, _, iterations = _while(lambda c: jnp.any(c[0].index < n), body, init)
+
+    # `save` once per saved state, vmapped over (N, T): inside the loop it would run on every lane
+    # for every pending save of any lane (about three times per step here, docs/theory.md §10).
+    # A save time that was never reached (a failed trajectory) stays inf, as diffrax leaves it.
+    states, written = out.saved
+
+    def records(t_row, y_row, i):
+        a = _take(args, i)
+        return jax.vmap(lambda t, y: save(t, y, a))(t_row, y_row)
+
+    saved = jax.vmap(records)(ts, states, jnp.arange(n))
+    saved = jax.tree.map(
+        lambda r: jnp.where(written.reshape(written.shape + (1,) * (r.ndim - 2)), r, jnp.inf),
+        saved,
+    )
     traj = jax.vmap(
         lambda t, saved, result, steps, y: Trajectory(
             ts=t, **saved, result=result, num_steps=steps, final=final(y)
         )
-    )(ts, out.saved, out.result, out.num_steps, out.final)
+    )(ts, saved, out.result, out.num_steps, out.final)
     return traj, iterations

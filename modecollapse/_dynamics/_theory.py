@@ -4,6 +4,8 @@ The right-hand side is the hand-derived one; it shares no code with the autodiff
 `exact` route beyond the Gaussian integrals themselves. Its cost does not depend on d.
 """
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -27,6 +29,7 @@ def theory_vector_field(
     rates: LearningRates,
     dim: ArrayLike,
     nodes: int | None = None,
+    kernel: str = "accurate",
 ) -> GramState:
     """d(R, Q, a, log s)/dt of the reduced flow (eqs. (T1)–(T5)).
 
@@ -39,6 +42,7 @@ def theory_vector_field(
     - `rates`: Λ.
     - `dim`: d (it enters only through the scale equation).
     - `nodes`: Gauss–Hermite nodes per dimension for K or J ≥ 3 (see `gaussian_expectation`).
+    - `kernel`: the rule of the 1-D kernel, "accurate" (default) or "fast" (eq. (I6)).
 
     **Returns:** the time derivative, as a `GramState`.
 
@@ -58,7 +62,7 @@ def theory_vector_field(
     q_sq, t_sq = jnp.diag(Q), jnp.diag(T)
 
     # Logit laws under x ~ N(m_k, s² I) (eq. (G1)) and their softmax statistics.
-    stats = jax.vmap(expected_softmax_stats, (0, None, None))
+    stats = jax.vmap(functools.partial(expected_softmax_stats, kernel=kernel), (0, None, None))
     lse_q, e_q, o_q = stats(*state.logit_law(), nodes)
     lse_p, e_p, o_p = stats(*target.logit_law(state), nodes)
 
@@ -134,7 +138,7 @@ def _theory_field(t, y, args):
     target, schedule, rates, dim, static = args
     nodes, divergence = static.value, static.divergence
     if isinstance(divergence, ReverseKL):
-        return theory_vector_field(t, y, target, schedule, rates, dim, nodes)
+        return theory_vector_field(t, y, target, schedule, rates, dim, nodes, static.kernel)
     return pullback_vector_field(t, y, target, schedule, rates, dim, divergence, nodes)
 
 
@@ -146,6 +150,7 @@ def theory_save(t, y, args):
 class TheoryStatic(eqx.Module):
     value: int | None = eqx.field(static=True)
     divergence: AbstractDivergence = ReverseKL()
+    kernel: str = eqx.field(static=True, default="accurate")
 
 
 @eqx.filter_jit
@@ -188,7 +193,13 @@ def solve_theory(
 
 
 def _theory_args(target, schedule, rates, dim, options, divergence):
-    return (target, schedule, rates, dim, TheoryStatic(options.quadrature, divergence))
+    if options.kernel != "accurate" and not isinstance(divergence, ReverseKL):
+        raise ValueError(
+            f"`options.kernel` = {options.kernel!r} applies to the reverse-KL theory only; use "
+            '"accurate" with other objectives.'
+        )
+    static = TheoryStatic(options.quadrature, divergence, options.kernel)
+    return (target, schedule, rates, dim, static)
 
 
 def _theory_problem(state, target, schedule, ts, dim, rates, options, divergence):

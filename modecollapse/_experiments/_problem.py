@@ -222,7 +222,9 @@ def build_problem(exp: Experiment) -> Problem:
 
 def solver_options(exp: Experiment, progress: bool = False) -> SolverOptions:
     s = exp.simulation
-    return SolverOptions(s.solver, s.rtol, s.atol, s.max_steps, progress, s.quadrature_nodes)
+    return SolverOptions(
+        s.solver, s.rtol, s.atol, s.max_steps, progress, s.quadrature_nodes, kernel=s.kernel
+    )
 
 
 class NumericalFailure(RuntimeError):

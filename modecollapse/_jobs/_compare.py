@@ -51,6 +51,11 @@ def compare_experiment(
     [r["max_abs_diff"]["Q"] for r in report["rows"]]
     ```
     """
+    if exp.simulation.kernel != "accurate":  # both routes must share one kernel rule
+        raise ConfigError(
+            f"`simulation.kernel`: compare runs both routes, which share the accurate kernel; "
+            f'set `kernel = "accurate"` (got {exp.simulation.kernel!r}).'
+        )
     for d in dims:  # a diverging Euler step at any d is refused before anything compiles
         check_explicit_step(exp.with_dim(d))
     problems = [build_problem(exp.with_dim(d)) for d in dims]  # validate every d before solving

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._integrals import sigmoid_moment, sigmoid_moments, tensor_gauss_hermite
+from ._integrals import check_kernel, sigmoid_moments, tensor_gauss_hermite
 from ._linalg import rank_rtol, sqrt_psd
 
 # Nodes per dimension of the tensor Gauss–Hermite rules, and the QMC point count (eq. (G4)).
@@ -191,7 +191,8 @@ class _Resolution(NamedTuple):
     `outer_background`, `outer_grading` and `outer_order`, at the ties' and the triple points'
     marginal positions. Across the lines: tensor Gauss–Hermite with `transverse[n]` nodes per
     dimension, over the n − 4 narrowest directions for n = 5 (two lines) and the n − 3 narrowest
-    for n ≥ 6 (one line: the second line's cost grows like n⁵, docs/theory.md, §8).
+    for n ≥ 6 (one line: the second line's cost grows like n⁵, docs/theory.md, §8). `kernel`:
+    the rule of the 1-D kernel along the inner line ("accurate" or "fast", eqs. (I5), (I6)).
     """
 
     order: int = 5
@@ -202,6 +203,7 @@ class _Resolution(NamedTuple):
     outer_grading: tuple[float, ...] = (1.0, 3.0, 9.0, 27.0)
     transverse: tuple[tuple[int, int], ...] = ((5, 6), (6, 5), (7, 4), (8, 3))
     half_width: float = 6.5
+    kernel: str = "accurate"
 
     def transverse_nodes(self, n: int) -> int:
         return dict(self.transverse).get(n, min(dict(self.transverse).values()))
@@ -380,7 +382,7 @@ def _softmax_rule(mean: Array, cov: Array, res: _Resolution, lse_only: bool):
         t = logits[-1] - rest
         # (G5): LSE = LSE(rest) + softplus(ℓ_c − LSE(rest)); its upper envelope is exact (G6).
         # E[softplus], E[σ], E[σ'] of ℓ_c − LSE(rest) at one (t, v_c): one joint kernel call (I5).
-        moments = sigmoid_moments((-1,) if lse_only else (-1, 0, 1), t, v_c)
+        moments = sigmoid_moments((-1,) if lse_only else (-1, 0, 1), t, v_c, kernel=res.kernel)
         lse = e_max + jnp.dot(w, rest + moments[0] - jnp.max(logits, axis=0))
         if lse_only:
             return lse
@@ -462,19 +464,19 @@ def refined_softmax_stats(mean: Float[Array, " n"], cov: Float[Array, "n n"]):
     return _softmax_rule(jnp.asarray(mean), jnp.asarray(cov), _REFINED, False)
 
 
-@jax.custom_jvp
-def _stats(mean: Array, cov: Array) -> tuple[Array, Array, Array]:
-    return cast(tuple[Array, Array, Array], _softmax_rule(mean, cov, _DEFAULT_RESOLUTION, False))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _stats(res: _Resolution, mean: Array, cov: Array) -> tuple[Array, Array, Array]:
+    return cast(tuple[Array, Array, Array], _softmax_rule(mean, cov, res, False))
 
 
 @_stats.defjvp
-def _stats_jvp(primals, tangents):
+def _stats_jvp(res, primals, tangents):
     # Heat equation (G3) with ∂_cov = ½ ∂²_mean: both tangents are derivatives of the rule in the
     # mean, where the rule is smooth; no derivative ever goes through the factorisation of cov.
     mean, cov = primals
     dmean, dcov = tangents
     dcov = 0.5 * (dcov + dcov.T)
-    rule = lambda m: _softmax_rule(m, cov, _DEFAULT_RESOLUTION, False)  # noqa: E731
+    rule = lambda m: _softmax_rule(m, cov, res, False)  # noqa: E731
     out, first = jax.jvp(rule, (mean,), (dmean,))
     eye = jnp.eye(mean.shape[0], dtype=mean.dtype)
 
@@ -487,17 +489,17 @@ def _stats_jvp(primals, tangents):
     return out, jax.tree.map(jnp.add, first, second)
 
 
-@jax.custom_jvp
-def _lse(mean: Array, cov: Array) -> Array:
-    return cast(Array, _softmax_rule(mean, cov, _DEFAULT_RESOLUTION, True))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _lse(res: _Resolution, mean: Array, cov: Array) -> Array:
+    return cast(Array, _softmax_rule(mean, cov, res, True))
 
 
 @_lse.defjvp
-def _lse_jvp(primals, tangents):
+def _lse_jvp(res, primals, tangents):
     # (G3): ∂E[LSE]/∂mean = E[π], ∂E[LSE]/∂cov = ½ (diag E[π] − E[ππᵀ]).
     mean, cov = primals
     dmean, dcov = tangents
-    lse, resp, outer = _stats(mean, cov)
+    lse, resp, outer = _stats(res, mean, cov)
     hess = jnp.diag(resp) - outer
     return lse, jnp.dot(resp, dmean) + 0.5 * jnp.sum(hess * dcov)
 
@@ -508,6 +510,7 @@ def expected_lse(
     nodes: int | None = None,
     *,
     rule: str | None = None,
+    kernel: str = "accurate",
 ) -> Float[Array, ""]:
     """E[logsumexp(ℓ)] for ℓ ~ N(mean, cov) (eqs. (G2), (G5)–(G8), (I2)).
 
@@ -527,6 +530,8 @@ def expected_lse(
       (docs/theory.md, §8, measured table). `"graded"` forces (G5)–(G8) (measured absolute error
       ≤ 1e-7 at n = 3, 4 on every kind of covariance; for n ≥ 5 see §8), `"legacy"` forces
       (G4).
+    - `kernel`: the rule of the 1-D kernel (n = 2 and the graded rule): "accurate" (default) or
+      "fast" (eq. (I6); see `sigmoid_moments`).
 
     **Returns:** a scalar.
 
@@ -537,14 +542,15 @@ def expected_lse(
     ```
     """
     n = mean.shape[0]
+    check_kernel(kernel)
     if n == 1:
         return mean[0]
     if n == 2:
-        return mean[0] + sigmoid_moment(-1, *_two_point(mean, cov))
+        return mean[0] + sigmoid_moments((-1,), *_two_point(mean, cov), kernel=kernel)[0]
     if _resolve_rule(n, nodes, rule) == "legacy":
         dmean, dcov = _differences(mean, cov)
         return mean[0] + gaussian_expectation(_lse_from_differences, dmean, dcov, nodes=nodes)
-    return _lse(mean, cov)
+    return _lse(_DEFAULT_RESOLUTION._replace(kernel=kernel), mean, cov)
 
 
 def expected_softmax_stats(
@@ -553,6 +559,7 @@ def expected_softmax_stats(
     nodes: int | None = None,
     *,
     rule: str | None = None,
+    kernel: str = "accurate",
 ) -> tuple[Float[Array, ""], Float[Array, " n"], Float[Array, "n n"]]:
     """E[LSE(ℓ)], E[π(ℓ)], E[π(ℓ) π(ℓ)ᵀ] for ℓ ~ N(mean, cov), π = softmax (eqs. (G5)–(G8)).
 
@@ -570,6 +577,7 @@ def expected_softmax_stats(
     - `cov`: their covariance, shape (n, n), positive semi-definite (singular allowed).
     - `nodes`, `rule`: see `expected_lse` (`rule=None`: graded for n = 3, 4, legacy for n ≥ 5;
       an int `nodes`: the legacy rule with that many nodes per dimension).
+    - `kernel`: the rule of the 1-D kernel, "accurate" (default) or "fast" (eq. (I6)).
 
     **Returns:** `(lse, resp, resp_outer)`, of shapes (), (n,) and (n, n).
 
@@ -580,12 +588,13 @@ def expected_softmax_stats(
     ```
     """
     n = mean.shape[0]
+    check_kernel(kernel)
     if n == 1:
         one = jnp.ones((1,), mean.dtype)
         return mean[0], one, one[:, None]
     if n == 2:
         # E[softplus(δ)], E[π_1] = E[σ(δ)], E[π_0 π_1] = E[σ'(δ)]: one joint kernel call (I5)
-        sp, e0, e1 = sigmoid_moments((-1, 0, 1), *_two_point(mean, cov))
+        sp, e0, e1 = sigmoid_moments((-1, 0, 1), *_two_point(mean, cov), kernel=kernel)
         resp = jnp.stack([1.0 - e0, e0])
         outer = jnp.array([[1.0 - e0 - e1, e1], [e1, e0 - e1]])
         return mean[0] + sp, resp, outer
@@ -593,7 +602,7 @@ def expected_softmax_stats(
         dmean, dcov = _differences(mean, cov)
         lse, resp, outer = gaussian_expectation(_stats_from_differences, dmean, dcov, nodes=nodes)
         return mean[0] + lse, resp, outer
-    return _stats(mean, cov)
+    return _stats(_DEFAULT_RESOLUTION._replace(kernel=kernel), mean, cov)
 
 
 def softmax_stats_error(
