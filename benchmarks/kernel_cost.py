@@ -186,8 +186,8 @@ def _old_set(orders):
     return lambda m, v: tuple(_old_sigmoid_moment(n, m, v) for n in orders)
 
 
-def _new_set(orders):
-    return lambda m, v: sigmoid_moments(orders, m, v)
+def _new_set(orders, kernel="accurate"):
+    return lambda m, v: sigmoid_moments(orders, m, v, kernel=kernel)
 
 
 def _jvp_of(fn):
@@ -195,6 +195,15 @@ def _jvp_of(fn):
         return jax.jvp(fn, (m, v), (jnp.ones_like(m), jnp.ones_like(v)))
 
     return jvp
+
+
+def _side_by_side(fn_a, fn_b, m, v, repeats):
+    """Median ns per point of two jitted kernels, interleaved so that both see the same load."""
+    t_a, t_b = [], []
+    for _ in range(3):
+        t_a.append(_median_seconds(fn_a, m, v, repeats=repeats))
+        t_b.append(_median_seconds(fn_b, m, v, repeats=repeats))
+    return tuple(1e9 * float(np.median(t)) / m.shape[0] for t in (t_a, t_b))
 
 
 def main():
@@ -222,14 +231,9 @@ def main():
             old, new = _old_set(orders), _new_set(orders)
             if jvp:
                 old, new = _jvp_of(old), _jvp_of(new)
-            old_fn, new_fn = jax.jit(jax.vmap(old)), jax.jit(jax.vmap(new))
-            # Interleaved, so that both see the same load on the machine.
-            t_old, t_new = [], []
-            for _ in range(3):
-                t_old.append(_median_seconds(old_fn, mm, vv, repeats=args.repeats))
-                t_new.append(_median_seconds(new_fn, mm, vv, repeats=args.repeats))
-            per_old = 1e9 * float(np.median(t_old)) / args.batch
-            per_new = 1e9 * float(np.median(t_new)) / args.batch
+            per_old, per_new = _side_by_side(
+                jax.jit(jax.vmap(old)), jax.jit(jax.vmap(new)), mm, vv, args.repeats
+            )
             rows.append(
                 {
                     "case": name,
@@ -244,12 +248,34 @@ def main():
                 f"{per_old / per_new:>7.1f}",
                 flush=True,
             )
+    # The fast rule (I6) against the accurate one (I5), float64, interleaved in the same way.
+    fast_rows = []
+    mm, vv = jnp.asarray(m), jnp.asarray(v)
+    for name in ("theory set (-1, 0, 1)", "jvp of (-1, 0, 1)"):
+        orders, jvp = cases[name]
+        acc, fast = _new_set(orders), _new_set(orders, "fast")
+        if jvp:
+            acc, fast = _jvp_of(acc), _jvp_of(fast)
+        per_acc, per_fast = _side_by_side(
+            jax.jit(jax.vmap(acc)), jax.jit(jax.vmap(fast)), mm, vv, args.repeats
+        )
+        fast_rows.append(
+            {
+                "case": name,
+                "dtype": "float64",
+                "accurate_ns_per_point": per_acc,
+                "fast_ns_per_point": per_fast,
+                "ratio": per_acc / per_fast,
+            }
+        )
+        print(f"fast: {name:<24} {per_acc:>8.1f} {per_fast:>8.1f} {per_acc / per_fast:>6.2f}")
     report = {
         "what": "median wall time per (m, v) pair under jax.jit(jax.vmap(...)), batch "
         f"{args.batch}: the previous kernel (one call per order) against sigmoid_moments",
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} "
         f"cores, jax {jax.__version__}, backend {jax.default_backend()}",
         "rows": rows,
+        "fast_rule": fast_rows,
     }
     if os.path.exists(args.accuracy):
         with open(args.accuracy) as f:
