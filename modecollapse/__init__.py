@@ -141,6 +141,7 @@ from ._mixtures import (
     TemperedTarget as TemperedTarget,
 )
 from ._numerics._expectations import (
+    SoftmaxAccuracyWarning as SoftmaxAccuracyWarning,
     default_softmax_rule as default_softmax_rule,
     expected_lse as expected_lse,
     expected_softmax_stats as expected_softmax_stats,

@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import jax
@@ -339,7 +340,9 @@ def test_default_rule_by_n():
     """n = 3, 4: the graded rule; n ≥ 5: the legacy QMC rule (cost, theory §8); both reachable."""
     mean = jnp.array([0.3, -0.2, 0.1, 0.0, -0.4])
     cov = 0.5 * jnp.eye(5)
-    default = _flat(_jit_stats(mean, cov))
+    with warnings.catch_warnings():  # said at trace time (tested below); the trace may be cached
+        warnings.simplefilter("ignore", mc.SoftmaxAccuracyWarning)
+        default = _flat(_jit_stats(mean, cov))
     legacy = _flat(_jit_stats(mean, cov, rule="legacy"))
     np.testing.assert_array_equal(default, legacy)
     graded = _flat(_jit_stats(mean, cov, rule="graded"))
@@ -354,3 +357,15 @@ def test_default_rule_by_n():
         mc.expected_lse(mean, cov, rule="gh")
     with pytest.raises(ValueError, match="nodes"):
         mc.expected_lse(mean, cov, 16, rule="graded")
+
+
+def test_the_unverified_default_at_five_logits_says_so():
+    mean, cov = jnp.zeros(5), jnp.eye(5)
+    with pytest.warns(mc.SoftmaxAccuracyWarning, match="^5 logits: the softmax statistics use"):
+        mc.expected_softmax_stats(mean, cov)
+    with pytest.warns(mc.SoftmaxAccuracyWarning):
+        mc.expected_lse(mean, cov)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mc.SoftmaxAccuracyWarning)
+        mc.expected_softmax_stats(mean, cov, rule="legacy")  # an explicit choice: no warning
+        mc.expected_softmax_stats(jnp.zeros(4), jnp.eye(4))  # n = 4: verified default

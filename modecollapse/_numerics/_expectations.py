@@ -29,6 +29,7 @@ import functools
 import itertools
 import math
 import statistics
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple, cast
 
@@ -427,6 +428,23 @@ def _softmax_rule(mean: Array, cov: Array, res: _Resolution, lse_only: bool):
 _DEFAULT_RULE = {3: "graded", 4: "graded"}
 
 
+class SoftmaxAccuracyWarning(UserWarning):
+    """The default softmax rule for n ≥ 5 logits (legacy Halton, (G4)) is used: its error is not
+    bounded to 2e-6 (up to 0.17 on large-variance covariances; docs/theory.md, §8)."""
+
+
+def _warn_unverified(n: int, nodes: int | None, rule: str | None) -> None:
+    """Say once (per n, at trace time) that the n ≥ 5 default rule is not verified."""
+    if n >= 5 and nodes is None and rule is None:
+        warnings.warn(
+            f"{n} logits: the softmax statistics use the 4096-point Halton rule (G4), whose error "
+            "reaches 0.17 at large logit variances (docs/theory.md, §8); pass rule='legacy' to "
+            "accept it, or rule='graded' (1.5e-4 at n = 5, about 1 s per evaluation).",
+            SoftmaxAccuracyWarning,
+            stacklevel=3,
+        )
+
+
 def _resolve_rule(n: int, nodes: int | None, rule: str | None) -> str:
     if rule not in (None, "graded", "legacy"):
         raise ValueError(f"`rule` must be None, 'graded' or 'legacy', got {rule!r}.")
@@ -543,6 +561,7 @@ def expected_lse(
     """
     n = mean.shape[0]
     check_kernel(kernel)
+    _warn_unverified(n, nodes, rule)
     if n == 1:
         return mean[0]
     if n == 2:
@@ -589,6 +608,7 @@ def expected_softmax_stats(
     """
     n = mean.shape[0]
     check_kernel(kernel)
+    _warn_unverified(n, nodes, rule)
     if n == 1:
         one = jnp.ones((1,), mean.dtype)
         return mean[0], one, one[:, None]
