@@ -314,32 +314,16 @@ def sweep_theory_solves(specs: Any, options: SolverOptions, lanes: int = 0):
     ```
     """
     state0, stats, schedule, rates, dim, ts, divergence, _ = specs
+    batched = dict(dim=dim, rates=rates, divergence=divergence)  # leaves batched over N
     if lanes > 0:
         return solve_theory_lanes(
-            state0,
-            stats,
-            schedule,
-            ts,
-            dim=dim,
-            rates=rates,
-            options=options,
-            divergence=divergence,
-            lanes=lanes,
+            state0, stats, schedule, ts, options=options, lanes=lanes, **batched
         )
 
-    def one(state0, stats, schedule, rates, dim, ts, divergence):
-        return solve_theory(
-            state0,
-            stats,
-            schedule,
-            ts,
-            dim=dim,
-            rates=rates,
-            options=options,
-            divergence=divergence,
-        )
+    def one(state0, stats, schedule, ts, batched):
+        return solve_theory(state0, stats, schedule, ts, options=options, **batched)
 
-    traj = jax.vmap(one)(state0, stats, schedule, rates, dim, ts, divergence)
+    traj = jax.vmap(one)(state0, stats, schedule, ts, batched)
     return traj, jnp.max(traj.num_steps)
 
 
