@@ -849,7 +849,7 @@ KEY_DOCS = {
     "lane taking the next (default 128, for CPUs; on a GPU about half the chunk; 0: one plain "
     "vmap per chunk)",
     "simulation.kernel": "the theory's 1-D kernel: accurate (default, eq. (I5)) | fast (I6: "
-    "error ≤ 1.4e-8, ~1.4× faster sweeps; full = false, reverse KL)",
+    "a probit mixture, error ≤ 1e-9, faster sweeps; full = false, reverse KL)",
     "objective": "what the flow minimises (docs/theory.md, §16); default reverse-kl",
     "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",
     "objective.alpha": "Rényi order α > 0; α → 1 is reverse KL, α < 1 mass-covering",

@@ -29,6 +29,11 @@ d = 1 − 2σ (σ' = q, σ'' = q d, σ⁽³⁾ = q − 6q², …), and in float6
 log1p(e^{−y}) as σ(−y) times a degree-20 polynomial in σ(−y) (XLA's float64 log1p is a scalar
 call, several times the cost of the whole polynomial). The node loop is a `jax.lax.fori_loop`, so
 that the shared values of one node are computed once for all orders.
+
+`kernel="fast"` (eq. (I6)) is, in float64, a probit mixture instead: σ(x) ≈ Σ_k a_k Φ(x/s_k)
+with 10 fitted terms (benchmarks/probit_fit.py), whose Gaussian expectations are closed-form
+(Φ(m/τ_k), τ_k² = s_k² + v, and Hermite polynomials times φ for the derivatives). Its error at
+every (m, v) is at most sup_x of the mixture's error, `_PROBIT_ERROR`: ≤ 7.9e-10 for n ≤ 2.
 """
 
 import functools
@@ -196,21 +201,59 @@ def _log1p_exp_neg(e: Array, s: Array) -> Array:
     return jnp.log1p(e)  # float32: XLA's log1p is vectorized
 
 
-# The window rule (I5), per kernel and floating dtype: (nodes, L, Y). Chosen by measurement
-# against adaptive quadrature (docs/theory.md §8). "accurate" (the default): the quadrature error
-# is ≤ 4e-14 (n ≤ 4) in float64 and ≤ 5e-8 in float32, below the rounding of the results.
-# "fast" (eq. (I6)): half the float64 nodes, error ≤ 1.4e-8 for n ≤ 1 and ≤ 4.7e-7 for n ≤ 3,
-# smooth in (m, v) (a fixed rule, no noise for a step-size controller); float32 is unchanged.
-_RULES = {
-    "accurate": {np.dtype(np.float64): (40, 8.0, 32.0), np.dtype(np.float32): (20, 6.0, 18.0)},
-    "fast": {np.dtype(np.float64): (20, 6.0, 28.0), np.dtype(np.float32): (20, 6.0, 18.0)},
+# The window rule (I5), per floating dtype: (nodes, L, Y). Chosen by measurement against adaptive
+# quadrature (docs/theory.md §8): the quadrature error is ≤ 4e-14 (n ≤ 4) in float64 and ≤ 5e-8
+# in float32, below the rounding of the results. It is the "accurate" kernel, and float32's rule
+# under either name.
+_WINDOW = {np.dtype(np.float64): (40, 8.0, 32.0), np.dtype(np.float32): (20, 6.0, 18.0)}
+
+# The probit mixture of eq. (I6), the float64 "fast" kernel: σ(x) ≈ Σ_k a_k Φ(x / s_k), with the
+# scales s_k and weights a_k (Σ a_k = 1) fitted jointly for softplus and σ … σ⁽⁴⁾ by iteratively
+# reweighted least squares towards the minimax error on x ∈ [0, 40] (benchmarks/probit_fit.py).
+# Its largest errors there, sup_x |f_n(x) − mixture|, bound the error of every Gaussian expectation
+# (any m, any v ≥ 0): see `_PROBIT_ERROR` and docs/theory.md, eq. (I6).
+_PROBIT_SCALES = (
+    0.6388123642761835,
+    0.7912012749291082,
+    0.9688795670004348,
+    1.1866947597283168,
+    1.4595518546131325,
+    1.8050000196538398,
+    2.2432317400064274,
+    2.797992515194618,
+    3.5068671692447553,
+    4.461030563829002,
+)
+_PROBIT_WEIGHTS = (
+    0.00023391125486061783,
+    0.0072349625920787135,
+    0.05174423287619167,
+    0.1560770578033489,
+    0.2579877187108534,
+    0.2666232807719968,
+    0.177918888713587,
+    0.06960011835928473,
+    0.01208971445126845,
+    0.0004901144665297183,
+)
+# sup_x |f_n(x) − Σ_k a_k ∂_x^n Φ(x/s_k)| for n = −1 … 6, on a grid of spacing 1e-3 over [0, 60].
+_PROBIT_ERROR = {
+    -1: 7.84e-10,
+    0: 6.43e-10,
+    1: 5.94e-10,
+    2: 7.28e-10,
+    3: 3.89e-09,
+    4: 2.76e-08,
+    5: 2.08e-07,
+    6: 1.69e-06,
 }
+
+_RULES = {"accurate": "window", "fast": "probit"}
 KERNELS = tuple(_RULES)
 
 
-def _rule(dtype, kernel: str = "accurate") -> tuple[int, float, float]:
-    rules = _RULES[kernel]
-    return rules.get(np.dtype(dtype), rules[np.dtype(np.float64)])
+def _window(dtype) -> tuple[int, float, float]:
+    return _WINDOW.get(np.dtype(dtype), _WINDOW[np.dtype(np.float64)])
 
 
 def check_kernel(kernel: object) -> str:
@@ -258,7 +301,60 @@ def _at_zero_variance(orders: tuple[int, ...], m: Array) -> list[Array]:
 
 def _moments(orders: tuple[int, ...], kernel: str, m: Array, v: Array) -> tuple[Array, ...]:
     """E[f_n(m + √v Z)] for n in `orders` by the `kernel` rule; m, v of one shape and dtype."""
-    nodes, half_width, y_max = _rule(m.dtype, kernel)
+    if _RULES[kernel] == "probit" and m.dtype == np.float64:
+        return _probit_moments(orders, m, v)
+    return _window_moments(orders, m, v)
+
+
+@functools.cache
+def _hermite_e(k: int) -> tuple[float, ...]:
+    """Coefficients (lowest degree first) of the probabilists' Hermite polynomial He_k."""
+    return tuple(float(c) for c in np.polynomial.hermite_e.herme2poly([0.0] * k + [1.0]))
+
+
+def _probit_moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array, ...]:
+    """Eq. (I6): E[f_n(m + √v Z)] of the probit mixture Σ_k a_k Φ(x / s_k), in closed form.
+
+    With τ_k² = s_k² + v and u_k = m / τ_k: E[Φ(X / s_k)] = Φ(u_k), its m-derivatives
+    ∂_m^n Φ(u_k) = (−1)^{n−1} He_{n−1}(u_k) φ(u_k) / τ_k^n, and for softplus
+    E[max(X + s_k Z', 0)] = m Φ(u_k) + τ_k φ(u_k). v = 0 returns f_n(m) exactly.
+    """
+    v = jnp.where(v > 0, v, 0.0)  # v < 0 (e.g. round-off in an ODE) is read as v = 0
+    scales2 = jnp.asarray(np.square(_PROBIT_SCALES), m.dtype)
+    weights = jnp.asarray(_PROBIT_WEIGHTS, m.dtype)
+    top = max(orders)
+    hermite = {n: _hermite_e(n - 1) for n in orders if n >= 1}
+    cdf_needed = min(orders) <= 0
+
+    def term(k, acc):
+        r = jax.lax.rsqrt(scales2[k] + v)  # 1 / τ_k
+        u = m * r
+        pdf = jnp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
+        cdf = _normal_cdf(u) if cdf_needed else None
+        powers = [pdf]  # φ(u) / τ^n for n = 0 … top
+        for _ in range(max(top, 0)):
+            powers.append(powers[-1] * r)
+        out = []
+        for a, n in zip(acc, orders):
+            if n == -1:
+                g = m * cdf + pdf / r
+            elif n == 0:
+                g = cdf
+            else:
+                sign = 1.0 if n % 2 else -1.0  # (−1)^{n−1}
+                g = sign * _horner(hermite[n], u) * powers[n]
+            out.append(a + weights[k] * g)
+        return tuple(out)
+
+    acc = jax.lax.fori_loop(0, len(_PROBIT_SCALES), term, tuple(jnp.zeros_like(m) for _ in orders))
+    exact = _at_zero_variance(orders, m)
+    zero = v == 0
+    return tuple(jnp.where(zero, f0, a) for a, f0 in zip(acc, exact))
+
+
+def _window_moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array, ...]:
+    """Eqs. (I2)–(I5): closed form plus the window rule on the decaying remainder."""
+    nodes, half_width, y_max = _window(m.dtype)
     v = jnp.where(v > 0, v, 0.0)  # v < 0 (e.g. round-off in an ODE) is read as v = 0
     zero = v == 0
     sd = jnp.sqrt(jnp.where(zero, 1.0, v))  # v = 0 is answered below; keep this branch finite
@@ -379,9 +475,10 @@ def sigmoid_moments(
     - `orders`: which functions, a static tuple of Python ints ≥ −1 (repeats allowed).
     - `m`: the mean; broadcasts against `v`.
     - `v`: the variance, ≥ 0 (negative values are treated as 0); broadcasts against `m`.
-    - `kernel`: the quadrature rule, "accurate" (default) or "fast" (eq. (I6): half the float64
-      nodes, absolute error ≤ 1.4e-8 for orders ≤ 1 and ≤ 5e-7 for orders ≤ 3, about 1.4× the
-      throughput of a theory sweep; float32 is the same rule either way).
+    - `kernel`: the rule, "accurate" (default) or "fast" (eq. (I6): in float64 a 10-term probit
+      mixture in closed form, absolute error ≤ 1e-9 for orders ≤ 2, ≤ 5e-9 for 3 and ≤ 3e-8
+      for 4 at every (m, v), about a quarter of the accurate rule's cost; float32 is the same
+      window rule either way).
 
     **Returns:** a tuple with one array per entry of `orders`, each of the broadcast shape of `m`
     and `v`, in their common floating dtype (float32 stays float32).
