@@ -324,13 +324,12 @@ def _probit_moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array,
     weights = jnp.asarray(_PROBIT_WEIGHTS, m.dtype)
     top = max(orders)
     hermite = {n: _hermite_e(n - 1) for n in orders if n >= 1}
-    cdf_needed = min(orders) <= 0
 
     def term(k, acc):
         r = jax.lax.rsqrt(scales2[k] + v)  # 1 / τ_k
         u = m * r
         pdf = jnp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
-        cdf = _normal_cdf(u) if cdf_needed else None
+        cdf = _normal_cdf(u)  # unused (and removed by XLA) when every order is ≥ 1
         powers = [pdf]  # φ(u) / τ^n for n = 0 … top
         for _ in range(max(top, 0)):
             powers.append(powers[-1] * r)
