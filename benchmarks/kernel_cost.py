@@ -1,4 +1,4 @@
-"""Cost of the 1-D integral kernel: the joint kernel (eq. (I5)) against the previous kernel.
+"""Cost of the 1-D integral kernel: the joint kernel (eqs. (I5)–(I7)) against the previous kernel.
 
 `sigmoid_moments(orders, m, v)` (docs/theory.md §8) is timed side by side with a frozen copy of
 the previous kernel (below, `_old_sigmoid_moment`: 48-node Gauss–Hermite for v < 0.8 and closed
@@ -249,7 +249,7 @@ def main():
                 f"{per_old / per_new:>7.1f}",
                 flush=True,
             )
-    # The fast rule (I6) against the accurate one (I5), float64, interleaved in the same way.
+    # The fast rule (I6) against the accurate one (I7), float64, interleaved in the same way.
     fast_rows = []
     mm, vv = jnp.asarray(m), jnp.asarray(v)
     for name in ("theory set (-1, 0, 1)", "jvp of (-1, 0, 1)"):

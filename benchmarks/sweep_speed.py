@@ -6,7 +6,7 @@ d = 100, trainable means, weights and scale, linear β0 = 0.1 over 50, t_end = 1
 - ours: the compiled chunk of `modecollapse sweep` (`run_sweep`: the solve of eqs. (T1)–(T5)
   with the experiment's solver, tolerances and 1-D kernel rule (`[simulation] kernel`: "fast",
   eq. (I6)), lane refill (docs/theory.md, §10) and every metric of eqs. (C1)–(C6)), sharded over
-  one CPU device per core; also with the accurate kernel (I5), with plain vmap (`lanes = 0`), on
+  one CPU device per core; also with the accurate kernel (I7), with plain vmap (`lanes = 0`), on
   one device, and the solve alone (for the metrics' share of a chunk);
 - baseline: the same equations written plainly with 80-node Gauss–Hermite for E[σ], E[σ'] and
   E[softplus], vmapped Tsit5 at rtol 1e-6 (`BASELINE_RTOL`; ours runs at the experiment's

@@ -237,7 +237,7 @@ def _exact_two_mode_metrics(final: GramState, target: TargetStatistics):
     Under q_k the logit difference δ = ℓ_1 − ℓ_0 is N(m_k, v) (eq. (G1)). The assignment of (C3)
     is mode 1 iff δ > log ρ_1 − log ρ_0, with probability Φ((m_k − log ρ_1 + log ρ_0)/√v). The
     entropy of π(δ) = (σ(−δ), σ(δ)) is softplus(δ) − δ σ(δ), and by Stein's lemma
-    E[δ σ(δ)] = m E[σ(δ)] + v E[σ'(δ)], so every term is a 1-D kernel value (I5).
+    E[δ σ(δ)] = m E[σ(δ)] + v E[σ'(δ)], so every term is a 1-D kernel value (I6).
     """
     mean_p, cov_p = target.logit_law(final)  # eq. (G1)
     w = jax.nn.softmax(final.logits)

@@ -197,7 +197,7 @@ def test_gauss_hermite():
     np.testing.assert_allclose(np.sum(w * np.cos(z)), np.exp(-0.5), rtol=1e-13)
 
 
-# --- The joint kernel `sigmoid_moments` (eq. (I5)) -------------------------------------------
+# --- The joint kernel `sigmoid_moments` (eqs. (I5)–(I7)) ---------------------------------------
 
 # A dense grid (m: 0, ±1e-4 … ±50 log-spaced; v: 0, 1e-10 … 1e4 log-spaced, 0.8, 1) and random
 # points, with reference values by adaptive quadrature (scipy.integrate.quad_vec), written by
@@ -363,6 +363,26 @@ def test_probit_mixture_stated_sup_errors():
     for n, stated in _integrals._PROBIT_ERROR.items():
         sup = float(np.max(np.abs(_mixture_error(n, x, scales, weights))))
         assert 0.9 * stated <= sup <= 1.02 * stated, f"n={n}: sup {sup:.3e}, stated {stated:.3e}"
+
+
+def test_accurate_rule_is_the_trapezoidal_mixture():
+    # eq. (I7): the density of the scale 2K integrates to one, its second moment is the
+    # logistic variance π²/3, and the trapezoidal mixture's sup errors over x are as stated.
+    from scipy import integrate as sint
+
+    from modecollapse._numerics import _integrals
+
+    g = _integrals._kolmogorov_scale_density
+    mass = sint.quad(lambda t: float(g(np.array([t]))[0]), 0.0, 20.0, limit=200)[0]
+    second = sint.quad(lambda t: t * t * float(g(np.array([t]))[0]), 0.0, 20.0, limit=200)[0]
+    assert abs(mass - 1.0) < 1e-12 and abs(second - math.pi**2 / 3) < 1e-11
+    scales, weights = _integrals._mixture("accurate")
+    assert len(scales) == 27 and abs(math.fsum(weights) - 1.0) < 1e-15
+    x = np.linspace(-60.0, 60.0, 120001)
+    bounds = {-1: 3e-14, 0: 2e-14, 1: 2e-14, 2: 2e-14, 3: 2e-14, 4: 1e-13, 5: 1e-12, 6: 1e-11}
+    for n, bound in bounds.items():
+        sup = float(np.max(np.abs(_mixture_error(n, x, scales, weights))))
+        assert sup <= bound, f"n={n}: sup {sup:.2e}"
 
 
 @pytest.mark.parametrize("m, v", [(300.0, 2e6), (-120.0, 1e8), (7.0, 3e5), (-1e3, 0.5)])

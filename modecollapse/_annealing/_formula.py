@@ -253,7 +253,7 @@ def _field(t, y, args):
     s2 = jnp.exp(log_s2)
     A = half_sep**2
     v_p = 4.0 * s2 * A / sig2**2  # variance of the p-logit difference under q_k (eq. (G1))
-    f0, f1 = sigmoid_moments((0, 1), logit_rho, v_p)  # one joint kernel call (I5)
+    f0, f1 = sigmoid_moments((0, 1), logit_rho, v_p)  # one joint kernel call (I6)
     eta_w = 0.5 * rate  # η_m w_k with w_k = ½
     lam_s = eta_w * beta / sig2 * (4.0 * f1 * A / sig2 - 1.0)  # eq. (P2)
     chi = _overlap(_log_sep2(ell, log_v0, log_a), log_s2)

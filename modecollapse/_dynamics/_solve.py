@@ -85,7 +85,7 @@ class SolverOptions(eqx.Module):
       that many nodes per dimension (None, the default: the accurate rule; see
       `expected_softmax_stats`).
     - `kernel`: the rule of the 1-D Gaussian kernel in the theory's right-hand side: "accurate"
-      (default, eq. (I5)) or "fast" (eq. (I6): a 10-term probit mixture, error ≤ 1e-9 for
+      (default, eq. (I7)) or "fast" (eq. (I6): a 10-term probit mixture, error ≤ 1e-9 for
       orders ≤ 2 at every (m, v); reverse-KL theory route only).
     - `adjoint`: how `jax.grad` passes through the solve: "recursive-checkpoint" (default,
       diffrax's discretise-then-optimise) or "direct".

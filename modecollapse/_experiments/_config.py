@@ -144,7 +144,7 @@ class SimulationConfig:
     `quadrature_nodes` none (the rule's default), `precision` "float64", `lanes` 128 (the
     theory sweep's lane refill, docs/theory.md §10: trajectories stepped together on each device;
     0 steps a chunk as one plain vmap) and `kernel` "accurate" (the 1-D Gaussian kernel's rule in
-    the theory route, eq. (I5); "fast", eq. (I6), needs `full = false` and reverse KL).
+    the theory route, eq. (I7); "fast", eq. (I6), needs `full = false` and reverse KL).
     """
 
     full: bool
@@ -848,7 +848,7 @@ KEY_DOCS = {
     "simulation.lanes": "theory sweeps: trajectories stepped together per device, a finished "
     "lane taking the next (default 128, for CPUs; on a GPU about half the chunk; 0: one plain "
     "vmap per chunk)",
-    "simulation.kernel": "the theory's 1-D kernel: accurate (default, eq. (I5)) | fast (I6: "
+    "simulation.kernel": "the theory's 1-D kernel: accurate (default, eq. (I7)) | fast (I6: "
     "a probit mixture, error ≤ 1e-9, faster sweeps; full = false, reverse KL)",
     "objective": "what the flow minimises (docs/theory.md, §16); default reverse-kl",
     "objective.kind": "reverse-kl | renyi (alpha) | forward-kl (no annealing)",

@@ -193,7 +193,7 @@ class _Resolution(NamedTuple):
     marginal positions. Across the lines: tensor Gauss–Hermite with `transverse[n]` nodes per
     dimension, over the n − 4 narrowest directions for n = 5 (two lines) and the n − 3 narrowest
     for n ≥ 6 (one line: the second line's cost grows like n⁵, docs/theory.md, §8). `kernel`:
-    the rule of the 1-D kernel along the inner line ("accurate" or "fast", eqs. (I5), (I6)).
+    the rule of the 1-D kernel along the inner line ("accurate" or "fast", eqs. (I7), (I6)).
     """
 
     order: int = 5
@@ -382,7 +382,7 @@ def _softmax_rule(mean: Array, cov: Array, res: _Resolution, lse_only: bool):
         rest = jax.nn.logsumexp(logits[:-1], axis=0)
         t = logits[-1] - rest
         # (G5): LSE = LSE(rest) + softplus(ℓ_c − LSE(rest)); its upper envelope is exact (G6).
-        # E[softplus], E[σ], E[σ'] of ℓ_c − LSE(rest) at one (t, v_c): one joint kernel call (I5).
+        # E[softplus], E[σ], E[σ'] of ℓ_c − LSE(rest) at one (t, v_c): one joint kernel call (I6).
         moments = sigmoid_moments((-1,) if lse_only else (-1, 0, 1), t, v_c, kernel=res.kernel)
         lse = e_max + jnp.dot(w, rest + moments[0] - jnp.max(logits, axis=0))
         if lse_only:
@@ -613,7 +613,7 @@ def expected_softmax_stats(
         one = jnp.ones((1,), mean.dtype)
         return mean[0], one, one[:, None]
     if n == 2:
-        # E[softplus(δ)], E[π_1] = E[σ(δ)], E[π_0 π_1] = E[σ'(δ)]: one joint kernel call (I5)
+        # E[softplus(δ)], E[π_1] = E[σ(δ)], E[π_0 π_1] = E[σ'(δ)]: one joint kernel call (I6)
         sp, e0, e1 = sigmoid_moments((-1, 0, 1), *_two_point(mean, cov), kernel=kernel)
         resp = jnp.stack([1.0 - e0, e0])
         outer = jnp.array([[1.0 - e0 - e1, e1], [e1, e0 - e1]])

@@ -5,35 +5,28 @@ For X = m + √v Z, Z ~ N(0, 1), and
     f_{-1} = softplus,  f_0 = σ (logistic sigmoid),  f_n = σ^{(n)} (n ≥ 1),
 
 `sigmoid_moments(orders, m, v)` computes E[f_n(X)] for every n in `orders` at once, sharing one
-set of quadrature nodes, and `sigmoid_moment(n, m, v)` is the single-order form. Accuracy
-(measured against adaptive quadrature, docs/theory.md §8): ≤ 7.4e-13 absolute in float64 for
-−1 ≤ n ≤ 4 (≤ 4e-11 for n = 5, 6), about one unit in the last place in float32, uniformly over
-m ∈ [−50, 50] and v ∈ [0, 1e4] (docs/theory.md, eqs. (I1)–(I5)):
+set of terms or nodes, and `sigmoid_moment(n, m, v)` is the single-order form (docs/theory.md §8):
 
 - (I1) heat equation: ∂_m E[f_n(X)] = E[f_{n+1}(X)] and ∂_v E[f_n(X)] = ½ E[f_{n+2}(X)]. This is
   the derivative rule of the `jax.custom_jvp`; it evaluates the shifted orders in one joint call,
   so derivatives of every order are available and finite, also at v = 0.
-- (I2)–(I4) split each f_n into a part with a closed-form Gaussian expectation (the kink of
-  softplus, the step of σ; nothing for n ≥ 1) and a remainder P_n(σ(−y)) (or log1p(e^{−y})) that
-  decays like e^{−y} on y ≥ 0, against the two Gaussian densities N(±y; |m|, v).
-- (I5) quadrature of the remainder: Gauss–Legendre on a window that follows the Gaussian, in the
-  standard coordinate z = (y − |m|)/√v: z ∈ [max(−|m|/√v, −L), min((Y − |m|)/√v, L)], i.e. the
-  part of |m| ± L√v inside y ∈ [0, Y]. One rule for every v > 0 (no branch is discarded): for
-  small v the window is the Gaussian itself, for large v it is [0, Y], where the integrand decays
-  like e^{−y}. float64: 40 nodes, L = 8, Y = 32; float32: 20 nodes, L = 6, Y = 18.
+- float64, (I6): a probit mixture σ(x) ≈ Σ_k a_k Φ(x/s_k), whose Gaussian expectations are
+  closed-form (Φ(m/τ_k), τ_k² = s_k² + v, and Hermite polynomials times φ(m/τ_k) for the
+  derivatives). Its error at every (m, v) is at most sup_x of the mixture's own error.
+  - "accurate" (default), (I7): the trapezoidal rule in log s of the exact scale mixture
+    (σ(x) = ∫ Φ(x/s) g(s) ds, s = 2K with K Kolmogorov-distributed), 27 terms; error ≤ 8.2e-14
+    for 0 ≤ n ≤ 4 (1.4e-14 for softplus, its rounding), 6.4e-13 and 5.2e-12 for n = 5, 6.
+  - "fast", (I6): 10 minimax-fitted terms (benchmarks/probit_fit.py); error ≤ 7.8e-10 for
+    n ≤ 2, 3.9e-9 and 2.8e-8 for n = 3, 4 (`_PROBIT_ERROR`).
+- float32 (either name), (I2)–(I5): each f_n split into a part with a closed-form Gaussian
+  expectation (the kink of softplus, the step of σ) and a remainder that decays like e^{−y} on
+  y ≥ 0, integrated by 20 Gauss–Legendre nodes on a window that follows the Gaussian
+  (L = 6, Y = 18); about one unit in the last place. (With 40 nodes, L = 8, Y = 32 this was the
+  float64 rule before (I7).)
 - v == 0: f_n(m) exactly; v < 0 is read as 0.
 
-Every node costs three exponentials (the two densities and e^{−y}) and one division (σ); all
-requested orders share them. The derivatives are evaluated as d^b R_n(q) with q = σ(1 − σ),
-d = 1 − 2σ (σ' = q, σ'' = q d, σ⁽³⁾ = q − 6q², …), and in float64 the softplus remainder
-log1p(e^{−y}) as σ(−y) times a degree-20 polynomial in σ(−y) (XLA's float64 log1p is a scalar
-call, several times the cost of the whole polynomial). The node loop is a `jax.lax.fori_loop`, so
-that the shared values of one node are computed once for all orders.
-
-`kernel="fast"` (eq. (I6)) is, in float64, a probit mixture instead: σ(x) ≈ Σ_k a_k Φ(x/s_k)
-with 10 fitted terms (benchmarks/probit_fit.py), whose Gaussian expectations are closed-form
-(Φ(m/τ_k), τ_k² = s_k² + v, and Hermite polynomials times φ for the derivatives). Its error at
-every (m, v) is at most sup_x of the mixture's error, `_PROBIT_ERROR`: ≤ 7.9e-10 for n ≤ 2.
+Both loops (terms, nodes) are a `jax.lax.fori_loop`, so that the shared values of one term are
+computed once for all orders.
 """
 
 import functools
@@ -203,8 +196,8 @@ def _log1p_exp_neg(e: Array, s: Array) -> Array:
 
 # The window rule (I5), per floating dtype: (nodes, L, Y). Chosen by measurement against adaptive
 # quadrature (docs/theory.md §8): the quadrature error is ≤ 4e-14 (n ≤ 4) in float64 and ≤ 5e-8
-# in float32, below the rounding of the results. It is the "accurate" kernel, and float32's rule
-# under either name.
+# in float32, below the rounding of the results. float32's rule under either kernel name; the
+# float64 entry (the accurate rule before eq. (I7)) serves other dtypes.
 _WINDOW = {np.dtype(np.float64): (40, 8.0, 32.0), np.dtype(np.float32): (20, 6.0, 18.0)}
 
 # The probit mixture of eq. (I6), the float64 "fast" kernel: σ(x) ≈ Σ_k a_k Φ(x / s_k), with the
@@ -248,8 +241,46 @@ _PROBIT_ERROR = {
     6: 1.69e-06,
 }
 
-_RULES = {"accurate": "window", "fast": "probit"}
-KERNELS = tuple(_RULES)
+
+def _kolmogorov_scale_density(s: np.ndarray) -> np.ndarray:
+    """Density g of S = 2K, K Kolmogorov-distributed: σ(x) = ∫ Φ(x/s) g(s) ds (eq. (I7)).
+
+    P(S ≤ s) = 1 − 2 Σ_j (−1)^{j−1} e^{−j²s²/2} = (2√(2π)/s) Σ_j e^{−(2j−1)²π²/(2s²)}; each series
+    is differentiated where it converges fast (the second below s = 2).
+    """
+    s = np.asarray(s, np.float64)
+    small = np.minimum(s, 2.0)
+    j = np.arange(1, 31)[:, None]
+    c = (2 * j - 1) ** 2 * np.pi**2 / 2
+    low = (
+        2
+        * np.sqrt(2 * np.pi)
+        * np.sum(np.exp(-c / small**2) * (2 * c / small**4 - 1 / small**2), 0)
+    )
+    large = np.maximum(s, 2.0)
+    high = 2 * np.sum((-1.0) ** (j - 1) * j**2 * large * np.exp(-(j**2) * large**2 / 2), 0)
+    return np.where(s < 2.0, low, high)
+
+
+# The accurate float64 rule, eq. (I7): the trapezoidal rule in log s of the exact mixture,
+# s_k = s_0 e^{kh} on [0.35, 8] with h = 0.12 (27 terms), a_k = h s_k g(s_k), normalised. Its
+# sup errors over x (the bound at every (m, v)), measured as for `_PROBIT_ERROR`: 1.4e-14 (n = −1,
+# the rounding of values up to 60), ≤ 1.1e-14 (n = 0 … 3), 8.2e-14 (4), 6.4e-13 (5), 5.2e-12 (6).
+_TRAPEZOID = (0.35, 8.0, 0.12)
+
+
+@functools.cache
+def _mixture(kernel: str) -> tuple[np.ndarray, np.ndarray]:
+    """(scales, weights) of the float64 probit mixture of `kernel` (eqs. (I6), (I7))."""
+    if kernel == "fast":
+        return np.asarray(_PROBIT_SCALES), np.asarray(_PROBIT_WEIGHTS)
+    lo, hi, h = _TRAPEZOID
+    scales = np.exp(np.arange(np.log(lo), np.log(hi), h))
+    weights = h * scales * _kolmogorov_scale_density(scales)
+    return scales, weights / math.fsum(weights)
+
+
+KERNELS = ("accurate", "fast")
 
 
 def _window(dtype) -> tuple[int, float, float]:
@@ -261,7 +292,7 @@ def check_kernel(kernel: object) -> str:
 
     **Example:** `check_kernel("fast")  # "fast"`
     """
-    if not isinstance(kernel, str) or kernel not in _RULES:
+    if not isinstance(kernel, str) or kernel not in KERNELS:
         names = ", ".join(map(repr, KERNELS))
         raise ValueError(f"`kernel` must be one of {names}, got {kernel!r}.")
     return kernel
@@ -301,8 +332,8 @@ def _at_zero_variance(orders: tuple[int, ...], m: Array) -> list[Array]:
 
 def _moments(orders: tuple[int, ...], kernel: str, m: Array, v: Array) -> tuple[Array, ...]:
     """E[f_n(m + √v Z)] for n in `orders` by the `kernel` rule; m, v of one shape and dtype."""
-    if _RULES[kernel] == "probit" and m.dtype == np.float64:
-        return _probit_moments(orders, m, v)
+    if m.dtype == np.float64:
+        return _probit_moments(orders, kernel, m, v)
     return _window_moments(orders, m, v)
 
 
@@ -312,7 +343,7 @@ def _hermite_e(k: int) -> tuple[float, ...]:
     return tuple(float(c) for c in np.polynomial.hermite_e.herme2poly([0.0] * k + [1.0]))
 
 
-def _probit_moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array, ...]:
+def _probit_moments(orders: tuple[int, ...], kernel: str, m: Array, v: Array) -> tuple[Array, ...]:
     """Eq. (I6): E[f_n(m + √v Z)] of the probit mixture Σ_k a_k Φ(x / s_k), in closed form.
 
     With τ_k² = s_k² + v and u_k = m / τ_k: E[Φ(X / s_k)] = Φ(u_k), its m-derivatives
@@ -320,8 +351,9 @@ def _probit_moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array,
     E[max(X + s_k Z', 0)] = m Φ(u_k) + τ_k φ(u_k). v = 0 returns f_n(m) exactly.
     """
     v = jnp.where(v > 0, v, 0.0)  # v < 0 (e.g. round-off in an ODE) is read as v = 0
-    scales2 = jnp.asarray(np.square(_PROBIT_SCALES), m.dtype)
-    weights = jnp.asarray(_PROBIT_WEIGHTS, m.dtype)
+    scales, weights = _mixture(kernel)
+    scales2 = jnp.asarray(np.square(scales), m.dtype)
+    weights = jnp.asarray(weights, m.dtype)
     top = max(orders)
     hermite = {n: _hermite_e(n - 1) for n in orders if n >= 1}
 
@@ -345,7 +377,7 @@ def _probit_moments(orders: tuple[int, ...], m: Array, v: Array) -> tuple[Array,
             out.append(a + weights[k] * g)
         return tuple(out)
 
-    acc = jax.lax.fori_loop(0, len(_PROBIT_SCALES), term, tuple(jnp.zeros_like(m) for _ in orders))
+    acc = jax.lax.fori_loop(0, len(scales), term, tuple(jnp.zeros_like(m) for _ in orders))
     exact = _at_zero_variance(orders, m)
     zero = v == 0
     return tuple(jnp.where(zero, f0, a) for a, f0 in zip(acc, exact))
@@ -461,9 +493,10 @@ def sigmoid_moments(
     """Gaussian expectations of softplus, σ and derivatives of σ, several orders at once.
 
     Computes E[f_n(m + √v Z)] for Z ~ N(0, 1) and every n in `orders`, where f_{-1} = softplus,
-    f_0 = σ and f_n = σ^{(n)} for n ≥ 1, with one set of quadrature nodes shared by all orders
-    (docs/theory.md, eqs. (I2)–(I5)): about the cost of one order. Accurate to ≲ 1e-12 absolute
-    in float64 for −1 ≤ n ≤ 4 and |m| ≤ 50, 0 ≤ v ≤ 1e4; v = 0 returns f_n(m) exactly.
+    f_0 = σ and f_n = σ^{(n)} for n ≥ 1, with one set of terms shared by all orders
+    (docs/theory.md, eqs. (I6), (I7); float32: (I2)–(I5)): about the cost of one order. Accurate
+    to ≤ 1e-13 absolute in float64 for −1 ≤ n ≤ 4 at every m and v ≥ 0 (a bound, not only a
+    scan); v = 0 returns f_n(m) exactly.
 
     Differentiable to any order in `m` and `v` through a `jax.custom_jvp` built on the heat
     equation (eq. (I1)), which evaluates the shifted orders n + 1, n + 2 in one joint call;
@@ -474,9 +507,9 @@ def sigmoid_moments(
     - `orders`: which functions, a static tuple of Python ints ≥ −1 (repeats allowed).
     - `m`: the mean; broadcasts against `v`.
     - `v`: the variance, ≥ 0 (negative values are treated as 0); broadcasts against `m`.
-    - `kernel`: the rule, "accurate" (default) or "fast" (eq. (I6): in float64 a 10-term probit
-      mixture in closed form, absolute error ≤ 1e-9 for orders ≤ 2, ≤ 5e-9 for 3 and ≤ 3e-8
-      for 4 at every (m, v), about a quarter of the accurate rule's cost; float32 is the same
+    - `kernel`: the rule, "accurate" (default, eq. (I7): 27 terms) or "fast" (eq. (I6): in
+      float64 a 10-term probit mixture, absolute error ≤ 1e-9 for orders ≤ 2, ≤ 5e-9 for 3 and
+      ≤ 3e-8 for 4 at every (m, v), about 0.4× the accurate rule's cost; float32 is the same
       window rule either way).
 
     **Returns:** a tuple with one array per entry of `orders`, each of the broadcast shape of `m`
@@ -505,8 +538,8 @@ def sigmoid_moment(n: int, m: ArrayLike, v: ArrayLike) -> Float[Array, "..."]:
     """Gaussian expectation of softplus, the logistic sigmoid σ, or a derivative of σ.
 
     Computes E[f_n(m + √v Z)] for Z ~ N(0, 1), where f_{-1} = softplus, f_0 = σ and
-    f_n = σ^{(n)} (the n-th derivative) for n ≥ 1. Accurate to ≲ 1e-12 absolute in float64 for
-    |m| ≤ 50, 0 ≤ v ≤ 1e4 (docs/theory.md, eqs. (I2)–(I5)); v = 0 returns f_n(m) exactly. The
+    f_n = σ^{(n)} (the n-th derivative) for n ≥ 1. Accurate to ≤ 1e-13 absolute in float64 for
+    n ≤ 4, at every m and v ≥ 0 (docs/theory.md, eq. (I7)); v = 0 returns f_n(m) exactly. The
     single-order form of `sigmoid_moments`, which computes several orders for the price of one.
 
     Differentiable to any order in `m` and `v` through a `jax.custom_jvp` built on the heat
