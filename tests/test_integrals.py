@@ -365,6 +365,19 @@ def test_probit_mixture_stated_sup_errors():
         assert 0.9 * stated <= sup <= 1.02 * stated, f"n={n}: sup {sup:.3e}, stated {stated:.3e}"
 
 
+def test_normal_cdf_from_the_pdf():
+    # eq. (I8): Φ from φ and the Mills-ratio polynomial, against scipy's ndtr, both tails.
+    from scipy.special import ndtr
+
+    from modecollapse._numerics import _integrals
+
+    u = np.concatenate([np.linspace(-40.0, 40.0, 400001), [-1e3, -50.0, 50.0, 1e3, 0.0]])
+    pdf = np.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+    out = np.asarray(_integrals._normal_cdf_from_pdf(jnp.asarray(u), jnp.asarray(pdf)))
+    assert np.max(np.abs(out - ndtr(u))) <= 1e-15
+    assert np.all((out >= 0.0) & (out <= 1.0))
+
+
 def test_accurate_rule_is_the_trapezoidal_mixture():
     # eq. (I7): the density of the scale 2K integrates to one, its second moment is the
     # logistic variance π²/3, and the trapezoidal mixture's sup errors over x are as stated.
