@@ -14,6 +14,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._annealing._schedules import AbstractSchedule
 from .._numerics._dtypes import as_float
 from .._numerics._expectations import expected_softmax_stats
+from .._numerics._linalg import small_matmul as mm
 from .._objective import AbstractDivergence, ReverseKL
 from .._summary import GramState, TargetStatistics, Trajectory, record
 from ._rates import LearningRates
@@ -74,17 +75,19 @@ def theory_vector_field(
         * (-e_q / s2 + (1.0 / s2 - beta / sig2) * jnp.eye(K, dtype=w.dtype))
     )
     B = rates.means * w[:, None] * (beta / sig2) * e_p
-    dR = A @ R + B @ T
-    dQ = A @ Q + Q @ A.T + B @ R.T + R @ B.T
+    # Products of K × K and K × J matrices by `small_matmul` (fused under vmap on CPU).
+    dR = mm(A, R) + mm(B, T)
+    AQ, BR = mm(A, Q), mm(B, R.T)
+    dQ = AQ + AQ.T + BR + BR.T
 
     # Logits: replicator form in the reduced component objectives g̃_k (eq. (T3)).
     g = -q_sq * (0.5 / s2 - 0.5 * beta / sig2) + lse_q - beta * lse_p
-    da = -rates.weights * w * (g - jnp.dot(w, g))
+    da = -rates.weights * w * (g - jnp.sum(w * g))
 
     # Scale: Stein's lemma gives ∂F/∂s through responsibility-weighted variances (eqs. (T4), (T5)).
-    v_q = e_q @ q_sq - jnp.einsum("kli,li->k", o_q, Q)
-    v_p = e_p @ t_sq - jnp.einsum("kji,ji->k", o_p, T)
-    dF_ds = jnp.dot(w, (v_q / s - s * dim) / s2 - beta * ((s / sig2) * v_p - s * dim) / sig2)
+    v_q = jnp.sum(e_q * q_sq, axis=1) - jnp.sum(o_q * Q, axis=(1, 2))
+    v_p = jnp.sum(e_p * t_sq, axis=1) - jnp.sum(o_p * T, axis=(1, 2))
+    dF_ds = jnp.sum(w * ((v_q / s - s * dim) / s2 - beta * ((s / sig2) * v_p - s * dim) / sig2))
     return GramState(dR, dQ, da, rates.log_scale_rate(s * dF_ds, schedule, t))
 
 
