@@ -19,6 +19,7 @@ import os
 import modecollapse as mc  # noqa: E402  (importing initialises no jax backend)
 
 mc.one_cpu_device_per_core()  # before jax initialises its backends
+mc.prefer_wide_cpu_vectors()  # 512-bit vectors where the CPU has them
 
 import argparse  # noqa: E402
 import json  # noqa: E402

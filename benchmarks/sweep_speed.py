@@ -6,11 +6,14 @@ d = 100, trainable means, weights and scale, linear β0 = 0.1 over 50, t_end = 1
 - ours: the compiled chunk of `modecollapse sweep` (`run_sweep`: the solve of eqs. (T1)–(T5)
   with the experiment's solver, tolerances and 1-D kernel rule (`[simulation] kernel`: "fast",
   eq. (I6)), lane refill (docs/theory.md, §10) and every metric of eqs. (C1)–(C6)), sharded over
-  one CPU device per core; also with the accurate kernel (I7), with plain vmap (`lanes = 0`), on
-  one device, and the solve alone (for the metrics' share of a chunk);
+  one CPU device per core and with 512-bit vectors where the CPU has them (the XLA flags that
+  `modecollapse sweep` sets); also with the accurate kernel (I7), with plain vmap
+  (`lanes = 0`), on one device, and the solve alone (for the metrics' share of a chunk);
 - baseline: the same equations written plainly with 80-node Gauss–Hermite for E[σ], E[σ'] and
   E[softplus], vmapped Tsit5 at rtol 1e-6 (`BASELINE_RTOL`; ours runs at the experiment's
-  tolerance, 1e-7, which keeps R within 1e-5), one device (as a user would write it);
+  tolerance, 1e-7, which keeps R within 1e-5), run as a user's script runs: in a fresh Python
+  process with jax's defaults (one device, no XLA flags). It is also timed in this process,
+  under ours' flags (`ratio_to_baseline_same_flags`), for comparison;
 - accuracy: R at every save time against a tight reference (Dopri8, rtol 1e-11, float64, the
   accurate kernel) on the first `--reference` trajectories (512: a few trajectories near the
   saddle are the most sensitive, and 64 missed them at looser tolerances);
@@ -29,12 +32,15 @@ import sys
 
 import modecollapse as mc  # noqa: E402  (importing initialises no jax backend)
 
-if "--devices" not in sys.argv:
-    mc.one_cpu_device_per_core()  # before jax initialises its backends
+if "--devices" not in sys.argv and "--baseline-only" not in sys.argv:
+    # as `modecollapse sweep` does, before jax initialises its backends
+    mc.one_cpu_device_per_core()
+    mc.prefer_wide_cpu_vectors()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import tomllib  # noqa: E402
@@ -153,6 +159,29 @@ def _raw(path, batch, **simulation):
     return raw
 
 
+def _baseline_only(args):
+    """Time the baseline as a user's script runs it (this process: jax's default XLA flags)."""
+    plan = plan_sweep(_raw(args.config, args.batch), "theory")
+    specs = sweep_inputs(plan, np.arange(args.batch))
+    t, (R, steps) = _median_seconds(
+        _baseline, (specs, BASELINE_RTOL, plan.base.simulation.atol), args.repeats
+    )
+    np.savez(args.baseline_only, seconds=t, R=np.asarray(R), steps=np.asarray(steps))
+
+
+def _baseline_in_fresh_process(args):
+    """The baseline in a new Python process with jax's defaults (no XLA_FLAGS): the plain script
+    a user would write and run. Returns (seconds, R, steps)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "baseline.npz")
+        cmd = [sys.executable, __file__, "--baseline-only", path, "--batch", str(args.batch)]
+        cmd += ["--repeats", str(args.repeats), "--config", args.config]
+        subprocess.run(cmd, check=True, env=env)
+        with np.load(path) as f:
+            return float(f["seconds"]), f["R"], f["steps"]
+
+
 def _waste(steps, chunk):
     steps = np.asarray(steps, float)
     chunks = [steps[i : i + chunk] for i in range(0, len(steps), chunk)]
@@ -176,7 +205,10 @@ def main():
         "--lanes", type=int, default=None, help="override [simulation] lanes (per device)"
     )
     parser.add_argument("--out", default="benchmarks/results/sweep_speed.json")
+    parser.add_argument("--baseline-only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_only:
+        return _baseline_only(args)
     n_dev = jax.local_device_count()
 
     lanes = {} if args.lanes is None else {"lanes": args.lanes}
@@ -206,9 +238,10 @@ def main():
     t_solve, (R_ours, _) = _median_seconds(_solve_only, (sharded, options), args.repeats)
     # one device: plain vmap on unsharded inputs (refill would spread over the devices)
     t_one, _ = _median_seconds(sweep_chunk(plain), (specs, options), args.repeats)
-    t_base, (R_base, steps_base) = _median_seconds(
-        _baseline, (specs, BASELINE_RTOL, sim.atol), args.repeats
-    )
+    # the baseline: in a fresh process with jax's defaults (as a user runs it), and here, under
+    # this process's XLA flags (one device per core, 512-bit vectors), for comparison
+    t_base, R_base, steps_base = _baseline_in_fresh_process(args)
+    t_base_here, _ = _median_seconds(_baseline, (specs, BASELINE_RTOL, sim.atol), args.repeats)
 
     # tight reference on the first `--reference` trajectories
     ref_plan = plan_sweep(
@@ -276,7 +309,11 @@ def main():
         "ours_one_device_trajectories_per_second": args.batch / t_one,
         "baseline_trajectories_per_second": base,
         "baseline_trajectories_per_minute": 60 * base,
+        "baseline_process": "a fresh Python process with jax's defaults (no XLA_FLAGS)",
         "ratio_to_baseline": ours_all / base,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "baseline_same_flags_trajectories_per_second": args.batch / t_base_here,
+        "ratio_to_baseline_same_flags": ours_all / (args.batch / t_base_here),
         "ratio_to_baseline_one_device": (args.batch / t_one) / base,
         "metric_share_of_chunk": max(0.0, 1.0 - t_solve / t_chunk),
         "mean_steps": {"ours": float(np.mean(steps)), "baseline": float(np.mean(steps_base))},

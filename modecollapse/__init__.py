@@ -105,6 +105,7 @@ from ._experiments._problem import (
 from ._experiments._sweep import (
     one_cpu_device_per_core as one_cpu_device_per_core,
     plan_sweep as plan_sweep,
+    prefer_wide_cpu_vectors as prefer_wide_cpu_vectors,
     run_sweep as run_sweep,
     summarise as summarise,
     sweep_chunk as sweep_chunk,

@@ -36,6 +36,7 @@ import modecollapse as mc  # noqa: E402
 from modecollapse.figures import phase_figure, png  # noqa: E402
 
 mc.one_cpu_device_per_core()  # as `modecollapse sweep` does: chunks sharded over every core
+mc.prefer_wide_cpu_vectors()  # 512-bit vectors where the CPU has them
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM = 1000

@@ -354,6 +354,21 @@ def test_one_cpu_device_per_core_sets_the_count_once(monkeypatch):
     assert "XLA_FLAGS" not in os.environ
 
 
+def test_prefer_wide_cpu_vectors_only_with_avx512_and_never_over_the_user(monkeypatch):
+    from modecollapse._experiments import _sweep
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(_sweep, "_has_avx512", lambda: False)
+    mc.prefer_wide_cpu_vectors()
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setattr(_sweep, "_has_avx512", lambda: True)
+    mc.prefer_wide_cpu_vectors()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=512"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+    mc.prefer_wide_cpu_vectors()  # the user's width is kept
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
+
+
 def test_sweep_chunk_is_the_computation_of_run_sweep(tmp_path):
     """The public chunk pieces (for benchmarks) compute exactly what `run_sweep` records."""
     plan = plan_sweep(tomllib.loads(_sweep_toml('"annealing.beta0" = [0.2]', 4, 4)), "theory")

@@ -18,6 +18,7 @@ from .._experiments._io import to_json, write_outputs
 from .._experiments._sweep import (
     one_cpu_device_per_core,
     plan_sweep,
+    prefer_wide_cpu_vectors,
     run_sweep,
     summarise,
     write_netcdf,
@@ -140,6 +141,7 @@ def _prepare(args: argparse.Namespace) -> Prepared:
 
 def _execute(args: argparse.Namespace, prepared: Prepared) -> Output:
     one_cpu_device_per_core()  # a chunk is sharded over the local devices: one per core
+    prefer_wide_cpu_vectors()  # 512-bit vectors where the CPU has them
     if args.num_processes > 1:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     summary = sweep_experiment(
