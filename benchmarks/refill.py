@@ -127,6 +127,9 @@ def main():
                     "waste": float(width * sum(iterations) / steps.sum()),
                     "iterations_per_device": iterations,
                     "same_num_steps": bool(np.array_equal(np.asarray(steps_lanes), steps)),
+                    # rounding can differ by a trajectory's position in batches of other shapes
+                    "num_steps_differing": int(np.sum(np.asarray(steps_lanes) != steps)),
+                    "max_abs_step_difference": int(np.max(np.abs(np.asarray(steps_lanes) - steps))),
                     "same_labels": bool(
                         np.array_equal(np.asarray(out.label), np.asarray(out_plain.label))
                     ),

@@ -32,7 +32,7 @@ import sys
 
 import modecollapse as mc  # noqa: E402  (importing initialises no jax backend)
 
-if "--devices" not in sys.argv and "--baseline-only" not in sys.argv:
+if "--devices" not in sys.argv and "--baseline-worker" not in sys.argv:
     # as `modecollapse sweep` does, before jax initialises its backends
     mc.one_cpu_device_per_core()
     mc.prefer_wide_cpu_vectors()
@@ -159,27 +159,68 @@ def _raw(path, batch, **simulation):
     return raw
 
 
-def _baseline_only(args):
-    """Time the baseline as a user's script runs it (this process: jax's default XLA flags)."""
+def _seconds(fn, args):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, out
+
+
+def _baseline_worker(args):
+    """`--baseline-worker`: the baseline as a user's script runs it (this process has jax's
+    default XLA flags), timed once per line "time" on stdin; "save PATH" writes R and steps."""
     plan = plan_sweep(_raw(args.config, args.batch), "theory")
-    specs = sweep_inputs(plan, np.arange(args.batch))
-    t, (R, steps) = _median_seconds(
-        _baseline, (specs, BASELINE_RTOL, plan.base.simulation.atol), args.repeats
-    )
-    np.savez(args.baseline_only, seconds=t, R=np.asarray(R), steps=np.asarray(steps))
+    inputs = (sweep_inputs(plan, np.arange(args.batch)), BASELINE_RTOL, plan.base.simulation.atol)
+    R, steps = jax.block_until_ready(_baseline(*inputs))  # compile
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "time":
+            t, (R, steps) = _seconds(_baseline, inputs)
+            print(t, flush=True)
+        elif command[0] == "save":
+            np.savez(command[1], R=np.asarray(R), steps=np.asarray(steps))
+            print("saved", flush=True)
 
 
-def _baseline_in_fresh_process(args):
-    """The baseline in a new Python process with jax's defaults (no XLA_FLAGS): the plain script
-    a user would write and run. Returns (seconds, R, steps)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "baseline.npz")
-        cmd = [sys.executable, __file__, "--baseline-only", path, "--batch", str(args.batch)]
-        cmd += ["--repeats", str(args.repeats), "--config", args.config]
-        subprocess.run(cmd, check=True, env=env)
-        with np.load(path) as f:
-            return float(f["seconds"]), f["R"], f["steps"]
+class _BaselineProcess:
+    """The baseline in a fresh Python process with jax's defaults (no XLA_FLAGS), the plain
+    script a user would write and run, timed on request so that its timings interleave with
+    ours (this machine's speed drifts by ±30% over minutes)."""
+
+    def __init__(self, args):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        cmd = [sys.executable, __file__, "--baseline-worker", "--batch", str(args.batch)]
+        cmd += ["--config", args.config]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        if self._read() != "ready":
+            raise RuntimeError("the baseline process did not start")
+
+    def _read(self):
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def _ask(self, line):
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def seconds(self):
+        return float(self._ask("time"))
+
+    def outputs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "baseline.npz")
+            self._ask(f"save {path}")
+            with np.load(path) as f:
+                return f["R"], f["steps"]
+
+    def close(self):
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def _waste(steps, chunk):
@@ -205,10 +246,10 @@ def main():
         "--lanes", type=int, default=None, help="override [simulation] lanes (per device)"
     )
     parser.add_argument("--out", default="benchmarks/results/sweep_speed.json")
-    parser.add_argument("--baseline-only", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.baseline_only:
-        return _baseline_only(args)
+    if args.baseline_worker:
+        return _baseline_worker(args)
     n_dev = jax.local_device_count()
 
     lanes = {} if args.lanes is None else {"lanes": args.lanes}
@@ -220,28 +261,41 @@ def main():
     options = sweep_solver_options(plan)
 
     # ours, through `modecollapse sweep`'s own loop (checkpointing included, compile excluded),
-    # with the default lane refill and with plain vmap (`lanes = 0`), timed in turn
+    # with the default lane refill, with plain vmap (`lanes = 0`) and with the accurate kernel,
+    # and the baseline, in a fresh process with jax's defaults (as a user runs it) and here under
+    # this process's XLA flags (one device per core, 512-bit vectors): timed in turn, round by
+    # round, so that the ratios compare timings taken minutes apart at most
     plain = plan_sweep(_raw(args.config, args.batch, lanes=0), "theory")
     accurate = plan_sweep(_raw(args.config, args.batch, kernel="accurate", **lanes), "theory")
-    sweep_rates, plain_rates, accurate_rates = [], [], []
-    for _ in range(max(1, args.repeats - 1)):
+    baseline = _BaselineProcess(args)
+    base_inputs = (specs, BASELINE_RTOL, sim.atol)
+    jax.block_until_ready(_baseline(*base_inputs))  # compile
+    sweep_rates, plain_rates, accurate_rates, base_rates, here_rates = [], [], [], [], []
+    for _ in range(max(1, args.repeats)):
         for p, rates in ((plan, sweep_rates), (plain, plain_rates), (accurate, accurate_rates)):
             with tempfile.TemporaryDirectory() as tmp:
                 results = run_sweep(p, tmp)
             rates.append(args.batch / float(results["solve_seconds"]))
-    with tempfile.TemporaryDirectory() as tmp:
-        results = run_sweep(plan, tmp)
-    steps = results["num_steps"]
+            if p is plan:
+                steps = results["num_steps"]
+        base_rates.append(args.batch / baseline.seconds())
+        here_rates.append(args.batch / _seconds(_baseline, base_inputs)[0])
+    R_base, steps_base = baseline.outputs()
+    baseline.close()
     ours_all = float(np.median(sweep_rates))
-    # the metrics' share: the chunk against the solve alone, both plain vmap
-    t_chunk, _ = _median_seconds(sweep_chunk(plain), (sharded, options), args.repeats)
-    t_solve, (R_ours, _) = _median_seconds(_solve_only, (sharded, options), args.repeats)
+    ratios = np.asarray(sweep_rates) / np.asarray(base_rates)
+    ratios_here = np.asarray(sweep_rates) / np.asarray(here_rates)
+    # the metrics' share: the chunk against the solve alone, both plain vmap, interleaved
+    chunk_fn, solve_fn = sweep_chunk(plain), _solve_only
+    jax.block_until_ready((chunk_fn(sharded, options), solve_fn(sharded, options)))
+    t_chunks, t_solves = [], []
+    for _ in range(max(1, args.repeats)):
+        t_chunks.append(_seconds(chunk_fn, (sharded, options))[0])
+        t, (R_ours, _) = _seconds(solve_fn, (sharded, options))
+        t_solves.append(t)
+    t_chunk, t_solve = float(np.median(t_chunks)), float(np.median(t_solves))
     # one device: plain vmap on unsharded inputs (refill would spread over the devices)
     t_one, _ = _median_seconds(sweep_chunk(plain), (specs, options), args.repeats)
-    # the baseline: in a fresh process with jax's defaults (as a user runs it), and here, under
-    # this process's XLA flags (one device per core, 512-bit vectors), for comparison
-    t_base, R_base, steps_base = _baseline_in_fresh_process(args)
-    t_base_here, _ = _median_seconds(_baseline, (specs, BASELINE_RTOL, sim.atol), args.repeats)
 
     # tight reference on the first `--reference` trajectories
     ref_plan = plan_sweep(
@@ -288,7 +342,7 @@ def main():
             "waste_max_over_mean": _waste(st, args.waste_seeds),
         }
 
-    base = args.batch / t_base
+    base = float(np.median(base_rates))
     report = {
         "setting": " ".join(__doc__.split("\n\n")[1].split()),
         "config": args.config,
@@ -310,10 +364,12 @@ def main():
         "baseline_trajectories_per_second": base,
         "baseline_trajectories_per_minute": 60 * base,
         "baseline_process": "a fresh Python process with jax's defaults (no XLA_FLAGS)",
-        "ratio_to_baseline": ours_all / base,
+        "ratio_to_baseline": float(np.median(ratios)),
+        "ratio_to_baseline_per_round": ratios.tolist(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "baseline_same_flags_trajectories_per_second": args.batch / t_base_here,
-        "ratio_to_baseline_same_flags": ours_all / (args.batch / t_base_here),
+        "baseline_same_flags_trajectories_per_second": float(np.median(here_rates)),
+        "ratio_to_baseline_same_flags": float(np.median(ratios_here)),
+        "ratio_to_baseline_same_flags_per_round": ratios_here.tolist(),
         "ratio_to_baseline_one_device": (args.batch / t_one) / base,
         "metric_share_of_chunk": max(0.0, 1.0 - t_solve / t_chunk),
         "mean_steps": {"ours": float(np.mean(steps)), "baseline": float(np.mean(steps_base))},

@@ -15,7 +15,6 @@ from modecollapse._numerics._linalg import (
     numerical_rank,
     psd_factor,
     rank_rtol,
-    small_matmul,
     sqrt_psd,
 )
 
@@ -68,10 +67,3 @@ def test_tensor_grid_rejects_bad_sizes():
         tensor_gauss_hermite(0, 3)
     with pytest.raises(ValueError, match="`n`"):
         tensor_gauss_hermite(2, 0)
-
-
-@pytest.mark.parametrize("shape", [(2, 2, 2), (3, 2, 4), (1, 5, 1)])
-def test_small_matmul_is_the_matrix_product(getkey, shape):
-    i, j, k = shape
-    a, b = jr.normal(getkey(), (i, j)), jr.normal(getkey(), (j, k))
-    np.testing.assert_allclose(small_matmul(a, b), np.asarray(a) @ np.asarray(b), rtol=1e-14)

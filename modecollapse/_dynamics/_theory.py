@@ -14,7 +14,6 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._annealing._schedules import AbstractSchedule
 from .._numerics._dtypes import as_float
 from .._numerics._expectations import expected_softmax_stats
-from .._numerics._linalg import small_matmul as mm
 from .._objective import AbstractDivergence, ReverseKL
 from .._summary import GramState, TargetStatistics, Trajectory, record
 from ._rates import LearningRates
@@ -75,19 +74,17 @@ def theory_vector_field(
         * (-e_q / s2 + (1.0 / s2 - beta / sig2) * jnp.eye(K, dtype=w.dtype))
     )
     B = rates.means * w[:, None] * (beta / sig2) * e_p
-    # Products of K × K and K × J matrices by `small_matmul` (fused under vmap on CPU).
-    dR = mm(A, R) + mm(B, T)
-    AQ, BR = mm(A, Q), mm(B, R.T)
-    dQ = AQ + AQ.T + BR + BR.T
+    dR = A @ R + B @ T
+    dQ = A @ Q + Q @ A.T + B @ R.T + R @ B.T
 
     # Logits: replicator form in the reduced component objectives g̃_k (eq. (T3)).
     g = -q_sq * (0.5 / s2 - 0.5 * beta / sig2) + lse_q - beta * lse_p
-    da = -rates.weights * w * (g - jnp.sum(w * g))
+    da = -rates.weights * w * (g - jnp.dot(w, g))
 
     # Scale: Stein's lemma gives ∂F/∂s through responsibility-weighted variances (eqs. (T4), (T5)).
-    v_q = jnp.sum(e_q * q_sq, axis=1) - jnp.sum(o_q * Q, axis=(1, 2))
-    v_p = jnp.sum(e_p * t_sq, axis=1) - jnp.sum(o_p * T, axis=(1, 2))
-    dF_ds = jnp.sum(w * ((v_q / s - s * dim) / s2 - beta * ((s / sig2) * v_p - s * dim) / sig2))
+    v_q = e_q @ q_sq - jnp.einsum("kli,li->k", o_q, Q)
+    v_p = e_p @ t_sq - jnp.einsum("kji,ji->k", o_p, T)
+    dF_ds = jnp.dot(w, (v_q / s - s * dim) / s2 - beta * ((s / sig2) * v_p - s * dim) / sig2)
     return GramState(dR, dQ, da, rates.log_scale_rate(s * dF_ds, schedule, t))
 
 
@@ -228,8 +225,9 @@ def solve_theory_lanes(
     """`solve_theory` for a batch of N trajectories, stepped by `lanes` lanes that refill
     (`integrate_lanes`; docs/theory.md, §10, "Lane refill").
 
-    Each trajectory equals `jax.vmap(solve_theory)` of the same inputs (the same accepted steps;
-    saved records to rounding), at about mean rather than max steps per trajectory. As under
+    Each trajectory equals `jax.vmap(solve_theory)` of the same inputs (the same accepted steps
+    where the right-hand side rounds alike, docs/theory.md §10; saved records to rounding), at
+    about mean rather than max steps per trajectory. As under
     `vmap`, the schedule's parameters are traced, so its kinks are resolved by step rejection.
 
     **Arguments:** as `solve_theory`, every array leaf batched over a leading axis N (`dim` and

@@ -130,26 +130,3 @@ def sqrt_psd(cov: Float[Array, "n n"]) -> Float[Array, "n n"]:
     """
     lam, vecs = jnp.linalg.eigh(cov)
     return vecs * jnp.sqrt(jnp.clip(lam, 0.0, None))
-
-
-def small_matmul(a: Float[Array, "i j"], b: Float[Array, "j k"]) -> Float[Array, "i k"]:
-    """a @ b as a broadcast product summed over j, for the K × K and K × J matrices of the theory.
-
-    Under `vmap` on CPU, XLA emits each batched `dot` of tiny matrices as its own operation, out of
-    the elementwise fusions around it; the broadcast form fuses with them. In the theory's
-    right-hand side (K = J = 2, 128 lanes) it halved the cost outside the 1-D kernel (README,
-    "Sweep speed"). For large matrices use `@`: this form holds an (i, j, k) intermediate.
-
-    **Arguments:**
-
-    - `a`: (i, j).
-    - `b`: (j, k).
-
-    **Returns:** (i, k), equal to `a @ b` up to the order of summation.
-
-    **Example:**
-    ```python
-    small_matmul(jnp.eye(2), jnp.ones((2, 3)))  # ones((2, 3))
-    ```
-    """
-    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
