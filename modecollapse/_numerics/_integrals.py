@@ -407,8 +407,9 @@ def _probit_moments(orders: tuple[int, ...], kernel: str, m: Array, v: Array) ->
             elif key == "tau_pdf":
                 g = pdf / r
             else:
-                sign = 1.0 if key % 2 else -1.0  # (−1)^{n−1}
-                g = sign * _horner(hermite[key], u) * pdf * r**key
+                n = int(key)
+                sign = 1.0 if n % 2 else -1.0  # (−1)^{n−1}
+                g = sign * _horner(hermite[n], u) * pdf * r**n
             out.append(a + weights[k] * g)
         return tuple(out)
 
