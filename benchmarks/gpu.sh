@@ -16,9 +16,10 @@ mkdir -p benchmarks/results
 DEVICE="$("$PY" -c 'import jax; d = jax.devices()[0]; print(d.platform, d.device_kind)')"
 echo "device: $DEVICE"
 export MODECOLLAPSE_DEVICE="$DEVICE"
-# sweep: one large chunk; the side-by-side baseline runs on the same device. Lane refill keeps
-# half the chunk in flight (the CPU default of 128 lanes per device would starve a GPU).
-timeout 200 "$PY" benchmarks/sweep_speed.py --devices --batch "${GPU_BATCH:-131072}" --repeats 2 \
+# sweep: one large chunk, one round (the baseline in a fresh process on the same device, and in
+# this one). Lane refill keeps half the chunk in flight (the CPU default of 128 lanes per device
+# would starve a GPU).
+timeout 200 "$PY" benchmarks/sweep_speed.py --devices --batch "${GPU_BATCH:-131072}" --repeats 1 \
   --lanes "${GPU_LANES:-65536}" --solvers "" --waste-seeds 0 \
   --out benchmarks/results/sweep_speed_gpu.json
 # full flow: the particle gradient at large d (no CPU-only parts)

@@ -189,6 +189,8 @@ class _BaselineProcess:
 
     def __init__(self, args):
         env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        # on an accelerator this process already holds jax's default share of its memory
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         cmd = [sys.executable, __file__, "--baseline-worker", "--batch", str(args.batch)]
         cmd += ["--config", args.config]
         self.proc = subprocess.Popen(
