@@ -384,7 +384,8 @@ def _probit_moments(orders: tuple[int, ...], kernel: str, m: Array, v: Array) ->
     Each accumulated sum uses Φ at most once: softplus is m Σ a_k Φ(u_k) + Σ a_k τ_k φ(u_k),
     combined after the loop (m does not depend on k). XLA fuses each sum separately and
     recomputes shared values in every fusion that uses them, so a Φ used by two sums was
-    computed twice; this layout made the sweep's kernel about 3× cheaper (README, "Sweep speed").
+    computed twice; in the theory's solve loop this layout made one right-hand side 1.8× cheaper
+    (docs/theory.md, (I6), "The layout of the sums").
     """
     v = jnp.where(v > 0, v, 0.0)  # v < 0 (e.g. round-off in an ODE) is read as v = 0
     scales, weights = _mixture(kernel)
