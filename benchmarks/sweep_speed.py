@@ -140,13 +140,19 @@ def _solve_only(specs, options):
     return traj.R, traj.num_steps
 
 
+def _seconds(fn, args):
+    """One timed call (compiled already), and its output."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, out
+
+
 def _median_seconds(fn, args, repeats):
     out = jax.block_until_ready(fn(*args))  # compile
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
+        t, out = _seconds(fn, args)
+        times.append(t)
     return float(np.median(times)), out
 
 
@@ -157,12 +163,6 @@ def _raw(path, batch, **simulation):
     raw["sweep"]["parameters"] = {"seed": [raw.get("seed", 0)]}
     raw["simulation"] = dict(raw["simulation"], **simulation)
     return raw
-
-
-def _seconds(fn, args):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start, out
 
 
 def _baseline_worker(args):

@@ -26,8 +26,10 @@ set of terms or nodes, and `sigmoid_moment(n, m, v)` is the single-order form (d
   float64 rule before (I7).)
 - v == 0: f_n(m) exactly; v < 0 is read as 0.
 
-Both loops (terms, nodes) are a `jax.lax.fori_loop`, so that the shared values of one term are
-computed once for all orders.
+Both loops (terms, nodes) are a `jax.lax.fori_loop`, one running sum per output. XLA fuses each
+sum's update on its own and recomputes inside it the shared values it uses, so a costly value
+should feed as few sums as possible: the probit rule forms softplus after the loop, from the sums
+of Φ and of τφ, rather than summing m Φ + τφ (docs/theory.md, (I6), "The layout of the sums").
 """
 
 import functools
