@@ -141,6 +141,7 @@ from ._mixtures import (
     IsotropicMixture as IsotropicMixture,
     TemperedTarget as TemperedTarget,
 )
+from ._numerics._cells import qmc_softmax_stats as qmc_softmax_stats
 from ._numerics._expectations import (
     SoftmaxAccuracyWarning as SoftmaxAccuracyWarning,
     default_softmax_rule as default_softmax_rule,

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._cells import qmc_softmax_stats
 from ._integrals import check_kernel, sigmoid_moments, tensor_gauss_hermite
 from ._linalg import rank_rtol, sqrt_psd
 
@@ -221,6 +222,11 @@ _COARSE_ACROSS = _DEFAULT_RESOLUTION._replace(transverse=((5, 4), (6, 3), (7, 3)
 # The estimate multiplies each difference by this factor: unscaled, the smallest ratio
 # estimate/error over the stored 4-logit references was 0.78 (docs/theory.md, §8, (G7)).
 _SAFETY = 4.0
+# The cross-check (G9) for n ≥ 5 bounds its own error by this many standard errors plus the floor
+# (measured: at most 0.77 of that bound over every entry of the 36 stored 4-logit references, two
+# seeds; docs/theory.md, §8, (G9)).
+_SE_SAFETY = 8.0
+_QMC_FLOOR = 1e-6
 # Every resolution raised: the self-convergence check `refined_softmax_stats`.
 _REFINED = _Resolution(
     order=9,
@@ -439,7 +445,8 @@ def _warn_unverified(n: int, nodes: int | None, rule: str | None) -> None:
         warnings.warn(
             f"{n} logits: the softmax statistics use the 4096-point Halton rule (G4), whose error "
             "reaches 0.17 at large logit variances (docs/theory.md, §8); pass rule='legacy' to "
-            "accept it, or rule='graded' (1.5e-4 at n = 5, about 1 s per evaluation).",
+            "accept it, or rule='graded' (up to 1.5e-2 at n = 5, about 1 s per evaluation); "
+            "softmax_stats_error bounds the error (G9).",
             SoftmaxAccuracyWarning,
             stacklevel=3,
         )
@@ -637,8 +644,11 @@ def softmax_stats_error(
     kernel's accuracy and rounding). For the legacy rule (the default for n ≥ 5) it is
     |legacy − graded| plus the graded rule's estimate. For n ≤ 2 (exact 1-D kernel) it is the
     floor alone. Measured to bound the true error of the graded rule on every hard case at
-    n = 3, 4 and for rank-one covariances; for full-rank n ≥ 5 with large variances it can
-    underestimate (docs/theory.md, §8). It costs two to four evaluations of the graded rule.
+    n = 3, 4 and for rank-one covariances. For n ≥ 5, where the lower-order rules can share the
+    graded rule's error (full rank, large variances), the graded rule's estimate is at least
+    |graded − cells| + 8 SE + 1e-6, with `cells` ± SE the independent randomized route
+    `qmc_softmax_stats` (G9): conservative, but never below 1e-6 (docs/theory.md, §8). It costs
+    two to four evaluations of the graded rule (and, for n ≥ 5, one of (G9): 0.1–0.5 s).
     Not differentiable (a diagnostic).
 
     **Arguments:**
@@ -670,6 +680,17 @@ def softmax_stats_error(
     for res in lower:
         other = _softmax_rule(mean, cov, res, False)
         est = jax.tree.map(lambda e, v, o: e + _SAFETY * jnp.abs(v - o), est, value, other)
+    if n >= 5:
+        # (G9): the independent randomized route, whose own error is within its standard-error
+        # bound (measured, docs/theory.md §8); it catches what the lower-order rules share.
+        cells, se = qmc_softmax_stats(mean, cov)
+        est = jax.tree.map(
+            lambda e, v, q, s: jnp.maximum(e, jnp.abs(v - q) + _SE_SAFETY * s + _QMC_FLOOR),
+            est,
+            value,
+            cells,
+            se,
+        )
     if _resolve_rule(n, None, rule) == "legacy":
         legacy = expected_softmax_stats(mean, cov, rule="legacy")
         est = jax.tree.map(lambda e, v, g: e + jnp.abs(v - g), est, legacy, value)
