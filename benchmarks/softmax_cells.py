@@ -5,13 +5,13 @@ Measures, in one run (docs/theory.md, §8, (G9)):
 - the 36 stored 4-logit hard cases (`tests/data/softmax_reference.npz`: nested adaptive
   quadrature, independent of every rule), for `--seeds` scramble seeds: the largest error of
   E[LSE], E[π] and E[ππᵀ], the share of entries (of those with an error above 1e-9) whose error
-  exceeds 3 standard errors (SE), the largest error / SE among them, and the largest error / (8 SE + 1e-6), the bound `softmax_stats_error`
-  relies on (< 1 means it held on every entry);
+  exceeds 3 standard errors (SE), the largest error / SE among them, and the largest
+  error / (8 SE + 4e-6), the bound `softmax_stats_error` relies on (< 1: it held everywhere);
 - exchangeable logits at n = 5, 6, 8 (mean 3·1, cov a I + 7·11ᵀ, a = 1, 10², 10⁴; E[π] = 1/n
   exactly): the largest E[π] error of (G9), of the graded rule (n ≤ 6) and of the legacy rule,
   the SE, and the seconds per evaluation of (G9) (median of 3, compiled).
 
-    python benchmarks/softmax_cells.py [--seeds 2] [--out benchmarks/results/softmax_cells.json]
+    python benchmarks/softmax_cells.py [--seeds 4] [--out benchmarks/results/softmax_cells.json]
 """
 
 import argparse
@@ -32,7 +32,7 @@ from timing import median_seconds  # noqa: E402  (benchmarks/timing.py)
 import modecollapse as mc  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "softmax_reference.npz"
-BOUND_SE, BOUND_FLOOR = 8.0, 1e-6
+BOUND_SE, BOUND_FLOOR = 8.0, 4e-6
 
 
 def _flat(tree):
@@ -91,7 +91,7 @@ def exchangeable(n, a):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--out", default="benchmarks/results/softmax_cells.json")
     args = parser.parse_args()
     start = time.perf_counter()
