@@ -103,3 +103,7 @@ def test_bad_input_is_refused():
         mc.qmc_softmax_stats(jnp.zeros(3), jnp.eye(3), replicates=1)
     with pytest.raises(ValueError, match="`mean`"):
         mc.qmc_softmax_stats(jnp.zeros(1), jnp.eye(1))
+    with pytest.raises(ValueError, match="`cov`"):
+        mc.qmc_softmax_stats(jnp.zeros(3), jnp.eye(4))
+    with pytest.raises(ValueError, match="`log2_points`"):
+        mc.qmc_softmax_stats(jnp.zeros(3), jnp.eye(3), log2_points=0)

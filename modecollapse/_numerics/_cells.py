@@ -149,9 +149,15 @@ def qmc_softmax_stats(
     ```
     """
     mean, cov = jax.lax.stop_gradient((jnp.asarray(mean), jnp.asarray(cov)))
+    if mean.ndim != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
+        raise ValueError(
+            f"`mean` must have shape (n,) and `cov` (n, n), got {mean.shape} and {cov.shape}."
+        )
     n = mean.shape[0]
     if n < 2:
         raise ValueError(f"`mean` needs at least 2 logits for the cells, got {n}.")
+    if not 1 <= log2_points <= 20:
+        raise ValueError(f"`log2_points` must be in 1 … 20, got {log2_points}.")
     if replicates < 2:
         raise ValueError(f"`replicates` must be at least 2 for a standard error, got {replicates}.")
     u = jnp.asarray(_scrambled_points(n, n - 1, log2_points, replicates, seed), mean.dtype)
