@@ -50,6 +50,7 @@ def test_exchangeable_logits(n, var):
     assert float(lse) > 3.0  # E[LSE] ≥ E[max ℓ] > max E[ℓ]
 
 
+@_SLOW
 def test_rank_one_lse_against_the_graded_rule():
     """ℓ = mean + u Z (n = 6): the graded rule is exact up to 2e-10 here (the line rule (G6)
     sees every tie), so it is a reference for every entry, E[LSE] included."""
@@ -85,7 +86,7 @@ def test_the_error_estimate_bounds_the_n5_errors(n, var, rule):
     assert np.max(err) > 1e-5  # a case where the value is off, not one the estimate finds easy
 
 
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", [2, pytest.param(3, marks=_SLOW)])
 def test_few_logits_against_the_exact_routes(n):
     """n = 2 (the 1-D kernel, (I1)–(I3)) and n = 3 (the graded rule, 1e-8): E[max ℓ] by the
     faces (G10) carries the means' spread (±40) and the variances (to 2500) into E[LSE]."""
