@@ -128,8 +128,9 @@ def qmc_softmax_stats(
 
     An independent route with a statistical error bar: the mean over `replicates` independently
     scrambled Sobol nets of 2^`log2_points` points per cell, and its standard error.
-    Not differentiable by design (a cross-check); cost about n · (n − 1) · R · P normal
-    quantiles.
+    Not differentiable by design (a cross-check). Cost: about n (n − 1) R P normal quantiles
+    for the cells and n (n − 1)(n − 2) R P / 2 for the faces of E[max ℓ] (G10), which share the
+    first cell's points.
 
     **Arguments:**
 
