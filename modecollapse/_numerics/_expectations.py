@@ -442,11 +442,15 @@ class SoftmaxAccuracyWarning(UserWarning):
 def _warn_unverified(n: int, nodes: int | None, rule: str | None) -> None:
     """Say once (per n, at trace time) that the n ≥ 5 default rule is not verified."""
     if n >= 5 and nodes is None and rule is None:
+        graded = (
+            "or rule='graded' (up to 1.5e-2 at n = 5, about 1 s per evaluation)"
+            if n == 5
+            else "not rule='graded' (off by up to 5 on antipodal cases at n ≥ 6)"
+        )
         warnings.warn(
             f"{n} logits: the softmax statistics use the 4096-point Halton rule (G4), whose error "
             "reaches 0.17 at large logit variances (docs/theory.md, §8); pass rule='legacy' to "
-            "accept it, or rule='graded' (up to 1.5e-2 at n = 5, about 1 s per evaluation); "
-            "softmax_stats_error bounds the error (G9).",
+            f"accept it, {graded}; softmax_stats_error bounds the error (G9).",
             SoftmaxAccuracyWarning,
             stacklevel=3,
         )
