@@ -646,7 +646,8 @@ def softmax_stats_error(
     (n ≥ 5) with the coarser Gauss–Hermite rule across the lines; the estimate is 4 × the sum of
     the differences (a safety factor), plus a floor max(1e-10, 100 ε)·(1 + |value|) (the 1-D
     kernel's accuracy and rounding). For the legacy rule (the default for n ≥ 5) it is
-    |legacy − graded| plus the graded rule's estimate. For n ≤ 2 (exact 1-D kernel) it is the
+    |legacy − graded| plus the graded rule's estimate (for n ≥ 5, or |legacy − cells| + 8 SE +
+    4e-6 with (G9) below, whichever is smaller). For n ≤ 2 (exact 1-D kernel) it is the
     floor alone. Measured to bound the true error of the graded rule on every hard case at
     n = 3, 4 and for rank-one covariances. For n ≥ 5, where the lower-order rules can share the
     graded rule's error (full rank, large variances), the graded rule's estimate is at least
@@ -685,17 +686,20 @@ def softmax_stats_error(
         other = _softmax_rule(mean, cov, res, False)
         est = jax.tree.map(lambda e, v, o: e + _SAFETY * jnp.abs(v - o), est, value, other)
     if n >= 5:
-        # (G9): the independent randomized route, whose own error is within its standard-error
-        # bound (measured, docs/theory.md §8); it catches what the lower-order rules share.
         cells, se = qmc_softmax_stats(mean, cov)
-        est = jax.tree.map(
-            lambda e, v, q, s: jnp.maximum(e, jnp.abs(v - q) + _SE_SAFETY * s + _QMC_FLOOR),
-            est,
-            value,
-            cells,
-            se,
-        )
+
+        def against_cells(v):
+            # (G9): |v − cells| + 8 SE + 4e-6 bounds v's error, given (G9)'s measured bound
+            return jax.tree.map(
+                lambda a, b, c: jnp.abs(a - b) + _SE_SAFETY * c + _QMC_FLOOR, v, cells, se
+            )
+
+        # it catches what the lower-order rules share (docs/theory.md §8)
+        est = jax.tree.map(jnp.maximum, est, against_cells(value))
     if _resolve_rule(n, None, rule) == "legacy":
         legacy = expected_softmax_stats(mean, cov, rule="legacy")
         est = jax.tree.map(lambda e, v, g: e + jnp.abs(v - g), est, legacy, value)
+        if n >= 5:
+            # two bounds of the legacy rule's error: through the graded rule, or directly
+            est = jax.tree.map(jnp.minimum, est, against_cells(legacy))
     return est
