@@ -40,6 +40,9 @@ REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "softmax_re
 BOUND_SE, BOUND_FLOOR = 8.0, 4e-6
 
 
+_stats = jax.jit(mc.expected_softmax_stats, static_argnames="rule")
+
+
 def _flat(tree):
     return np.concatenate([np.ravel(np.asarray(x)) for x in tree])
 
@@ -87,9 +90,7 @@ def exchangeable(n, a):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mc.SoftmaxAccuracyWarning)
         for rule in rules:
-            _, r, _ = jax.jit(mc.expected_softmax_stats, static_argnames="rule")(
-                mean, cov, rule=rule
-            )
+            _, r, _ = _stats(mean, cov, rule=rule)
             row[f"{rule}_resp_error"] = float(np.max(np.abs(np.asarray(r) - 1.0 / n)))
     return row
 
@@ -99,7 +100,6 @@ def hard_cases_against_cells(n, count):
     the largest bound 8 SE + 4e-6 of (G9) among those entries."""
     from softmax_stats import hard_cases  # benchmarks/softmax_stats.py (imports tests/ helpers)
 
-    stats = jax.jit(mc.expected_softmax_stats, static_argnames="rule")
     row = {"n": n, "cases": count}
     worst = {"legacy": (0.0, 0.0, ""), "graded": (0.0, 0.0, "")}
     for mean, cov, kind in hard_cases(n, count, seed=n):
@@ -107,7 +107,7 @@ def hard_cases_against_cells(n, count):
         value, se = mc.qmc_softmax_stats(mean, cov)
         cells, bound = _flat(value), BOUND_SE * _flat(se) + BOUND_FLOOR
         for rule in worst:
-            dist = np.abs(_flat(stats(mean, cov, rule=rule)) - cells)
+            dist = np.abs(_flat(_stats(mean, cov, rule=rule)) - cells)
             j = int(np.argmax(dist))
             if dist[j] > worst[rule][0]:
                 worst[rule] = (float(dist[j]), float(bound[j]), kind)

@@ -28,6 +28,11 @@ from jaxtyping import Array, Float
 # (Cholesky of singular covariances, and one full-rank law for the cells and the faces). The
 # statistics are smooth, so the bias is at most about ½ · 1e-10 · that variance.
 _JITTER = 1e-10
+# The bound on (G9)'s own error: QMC_SE_SAFETY standard errors plus QMC_FLOOR (measured: the
+# error reached at most 0.50 of it over every entry of the 36 stored 4-logit references, four
+# seeds; docs/theory.md, §8, (G9)). `softmax_stats_error` relies on it for n ≥ 5.
+QMC_SE_SAFETY = 8.0
+QMC_FLOOR = 4e-6
 
 
 @functools.cache

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._cells import qmc_softmax_stats
+from ._cells import QMC_FLOOR, QMC_SE_SAFETY, qmc_softmax_stats
 from ._integrals import check_kernel, sigmoid_moments, tensor_gauss_hermite
 from ._linalg import rank_rtol, sqrt_psd
 
@@ -222,11 +222,6 @@ _COARSE_ACROSS = _DEFAULT_RESOLUTION._replace(transverse=((5, 4), (6, 3), (7, 3)
 # The estimate multiplies each difference by this factor: unscaled, the smallest ratio
 # estimate/error over the stored 4-logit references was 0.78 (docs/theory.md, §8, (G7)).
 _SAFETY = 4.0
-# The cross-check (G9) for n ≥ 5 bounds its own error by this many standard errors plus the floor
-# (measured: at most 0.50 of that bound over every entry of the 36 stored 4-logit references, four
-# seeds; docs/theory.md, §8, (G9)).
-_SE_SAFETY = 8.0
-_QMC_FLOOR = 4e-6
 # Every resolution raised: the self-convergence check `refined_softmax_stats`.
 _REFINED = _Resolution(
     order=9,
@@ -691,7 +686,7 @@ def softmax_stats_error(
         def against_cells(v):
             # (G9): |v − cells| + 8 SE + 4e-6 bounds v's error, given (G9)'s measured bound
             return jax.tree.map(
-                lambda a, b, c: jnp.abs(a - b) + _SE_SAFETY * c + _QMC_FLOOR, v, cells, se
+                lambda a, b, c: jnp.abs(a - b) + QMC_SE_SAFETY * c + QMC_FLOOR, v, cells, se
             )
 
         # it catches what the lower-order rules share (docs/theory.md §8)
